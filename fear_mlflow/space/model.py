@@ -1,0 +1,240 @@
+"""NATS-Bench's `TinyNetwork`, module-for-module, so parameter names and counts match.
+
+Layout (C=16, N=5): stem conv3x3+BN; ``cells.0-4`` (C) ; ``cells.5`` residual reduction;
+``cells.6-10`` (2C); ``cells.11`` reduction; ``cells.12-16`` (4C); ``lastact`` BN+ReLU;
+global average pool; ``classifier``. State-dict keys equal xautodl's, so weights copy across.
+
+Speed: ``forward`` skips edges whose result is exactly zero (`none`, or skip/pool of a node
+that is exactly zero) and edges that cannot reach the output, so outputs and gradients
+are unchanged. (A conv of an all-zero node is *not* zero: its BatchNorm adds a constant.)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fear_mlflow.space.arch import NUM_NODES, Arch
+
+
+class ReLUConvBN(nn.Module):
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> None:
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class Pooling(nn.Module):
+    """3x3 average pool, stride 1, padding not counted (NATS-Bench `POOLING`)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.preprocess = None if c_in == c_out else ReLUConvBN(c_in, c_out, 1, 1, 0)
+        self.op = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.preprocess is not None:
+            x = self.preprocess(x)
+        return self.op(x)
+
+
+class Zero(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul(0.0)
+
+
+def make_op(name: str, c: int) -> nn.Module:
+    if name == "none":
+        return Zero()
+    if name == "skip_connect":
+        return nn.Identity()
+    if name == "nor_conv_1x1":
+        return ReLUConvBN(c, c, 1, 1, 0)
+    if name == "nor_conv_3x3":
+        return ReLUConvBN(c, c, 3, 1, 1)
+    if name == "avg_pool_3x3":
+        return Pooling(c, c)
+    raise ValueError(f"unknown op {name!r}")
+
+
+#: Ops that map an all-zero input to an all-zero output.
+ZERO_PRESERVING = ("none", "skip_connect", "avg_pool_3x3")
+
+
+def edges_to_compute(arch: Arch) -> set[tuple[int, int]]:
+    """Edges whose result is not identically zero and that feed the output node."""
+    zero_nodes: set[int] = set()
+    useful: set[tuple[int, int]] = set()
+    for j in range(1, NUM_NODES):
+        incoming = [
+            (i, op)
+            for op, i in arch.node_inputs(j)
+            if op != "none" and not (i in zero_nodes and op in ZERO_PRESERVING)
+        ]
+        useful.update((j, i) for i, _ in incoming)
+        if not incoming:
+            zero_nodes.add(j)
+    needed = {NUM_NODES - 1}
+    for j in range(NUM_NODES - 1, 0, -1):
+        if j in needed:
+            needed.update(i for (t, i) in useful if t == j)
+    return {(t, i) for (t, i) in useful if t in needed}
+
+
+class SearchCell(nn.Module):
+    """One NATS-Bench cell (`InferCell`): node j sums an op over every earlier node."""
+
+    def __init__(self, arch: Arch, channels: int) -> None:
+        super().__init__()
+        self.arch = arch
+        self.layers = nn.ModuleList(make_op(op, channels) for op in arch.ops)
+        live = edges_to_compute(arch)
+        #: per node 1..3: (layer index, source node) of the edges worth computing
+        self.plan: list[list[tuple[int, int]]] = [
+            [(k, i) for k, ((t, i), _) in enumerate(arch.edges) if t == j and (t, i) in live]
+            for j in range(1, NUM_NODES)
+        ]
+        self.full_plan: list[list[tuple[int, int]]] = [
+            [(k, i) for k, ((t, i), _) in enumerate(arch.edges) if t == j]
+            for j in range(1, NUM_NODES)
+        ]
+        self.skip_dead_edges = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        plan = self.plan if self.skip_dead_edges else self.full_plan
+        nodes: list[torch.Tensor | None] = [x]
+        for inputs in plan:
+            total = None
+            for k, i in inputs:
+                source = nodes[i]
+                if source is None:  # an all-zero node that feeds a conv (BN adds a constant)
+                    source = torch.zeros_like(x)
+                out = self.layers[k](source)
+                total = out if total is None else total + out
+            nodes.append(total)
+        result = nodes[-1]
+        return torch.zeros_like(x) if result is None else result
+
+
+class ResNetBasicBlock(nn.Module):
+    """The fixed reduction cell: two ReLU-Conv-BN 3x3 plus an avg-pool + 1x1 shortcut."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv_a = ReLUConvBN(c_in, c_out, 3, 2, 1)
+        self.conv_b = ReLUConvBN(c_out, c_out, 3, 1, 1)
+        self.downsample = nn.Sequential(
+            nn.AvgPool2d(kernel_size=2, stride=2, padding=0),
+            nn.Conv2d(c_in, c_out, kernel_size=1, stride=1, padding=0, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.downsample(x) + self.conv_b(self.conv_a(x))
+
+
+class TinyNetwork(nn.Module):
+    """NATS-Bench topology network; ``forward`` returns logits."""
+
+    def __init__(self, arch: Arch, num_classes: int, channels: int = 16, cells_per_stage: int = 5):
+        super().__init__()
+        self.arch = arch
+        self.num_classes = num_classes
+        c, n = channels, cells_per_stage
+        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+        widths = [c] * n + [2 * c] + [2 * c] * n + [4 * c] + [4 * c] * n
+        reductions = [False] * n + [True] + [False] * n + [True] + [False] * n
+        cells: list[nn.Module] = []
+        c_prev = c
+        for width, reduction in zip(widths, reductions):
+            cells.append(ResNetBasicBlock(c_prev, width) if reduction else SearchCell(arch, width))
+            c_prev = width
+        self.cells = nn.ModuleList(cells)
+        self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU(inplace=True))
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_prev, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled features before the classifier."""
+        x = self.stem(x)
+        for cell in self.cells:
+            x = cell(x)
+        return self.global_pooling(self.lastact(x)).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+    def set_skip_dead_edges(self, skip: bool) -> None:
+        for cell in self.cells:
+            if isinstance(cell, SearchCell):
+                cell.skip_dead_edges = skip
+
+
+def build_model(
+    arch: Arch,
+    num_classes: int,
+    *,
+    channels: int = 16,
+    cells_per_stage: int = 5,
+    device: torch.device | str = "cpu",
+    channels_last: bool = True,
+) -> TinyNetwork:
+    """The network for ``arch`` on ``device``, channels-last by default (≈2× faster on CPU)."""
+    model = TinyNetwork(arch, num_classes, channels, cells_per_stage).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Exact parameter count (the benchmark's numbers are this total)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: TinyNetwork, image_size: int) -> float:
+    """Multiply-accumulates of one image in millions, xautodl's convention.
+
+    Counts conv and linear multiply-adds (incl. bias) over every edge, dead ones too, and
+    no pooling, exactly as NATS-Bench's `get_model_infos` sums them.
+    """
+    total = 0.0
+
+    def conv_hook(module: nn.Conv2d, _inp, out: torch.Tensor) -> None:
+        nonlocal total
+        kh, kw = module.kernel_size
+        per_position = kh * kw * module.in_channels // module.groups * module.out_channels
+        positions = out.shape[2] * out.shape[3]
+        total += per_position * positions
+        if module.bias is not None:
+            total += module.out_channels * positions
+
+    def linear_hook(module: nn.Linear, _inp, _out) -> None:
+        nonlocal total
+        total += module.in_features * module.out_features
+        if module.bias is not None:
+            total += module.out_features
+
+    handles = []
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            handles.append(module.register_forward_hook(conv_hook))
+        elif isinstance(module, nn.Linear):
+            handles.append(module.register_forward_hook(linear_hook))
+    was_training = model.training
+    device = next(model.parameters()).device
+    model.eval()
+    model.set_skip_dead_edges(False)
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, image_size, image_size, device=device))
+    finally:
+        model.set_skip_dead_edges(True)
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return total / 1e6
