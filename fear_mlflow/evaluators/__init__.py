@@ -1,0 +1,1 @@
+"""Evaluators: turn (arch, data, settings) into an `EvalResult`. They know nothing of MLflow."""

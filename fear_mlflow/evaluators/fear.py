@@ -1,0 +1,145 @@
+"""FEAR (Dey et al.): train to a training-accuracy threshold, then briefly train the last cells.
+
+Stage 1 trains the whole net with a cosine schedule over a nominal ``stage1_epochs``
+and stops as soon as the running train top-1 reaches the threshold. Stage 2 freezes
+everything but ``unfreeze`` (the head and the last four cells by default), builds a fresh
+optimiser with a cosine schedule over ``freeze_epochs`` and trains at the freeze batch
+size. The score is the train top-1 of the last stage-2 epoch; the cost is the seconds of
+both training loops.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from fear_mlflow.config import FearSettings, RunContext
+from fear_mlflow.data.datasets import ImageData
+from fear_mlflow.data.loader import DeviceLoader
+from fear_mlflow.evaluators.common import chance_level, seeded_model, size_summary
+from fear_mlflow.evaluators.result import EvalResult
+from fear_mlflow.space.arch import Arch
+from fear_mlflow.train.freeze import freeze_all_but, frozen_prefix_forward
+from fear_mlflow.train.trainer import (
+    DIVERGED,
+    THRESHOLD_REACHED,
+    EpochCallback,
+    StopRules,
+    Trainer,
+)
+
+#: Stage-2 loader seed offset, so stage 2 sees a different order than stage 1's epoch 0.
+STAGE2_SEED_OFFSET = 1_000_003
+
+
+def not_reached_score(stage1_top1: float) -> float:
+    """Below every arch that reached the threshold (scores in [0, 1]) yet ordered by progress."""
+    return stage1_top1 - 1.0
+
+
+def evaluate_fear(
+    arch: Arch,
+    data: ImageData,
+    settings: FearSettings,
+    context: RunContext,
+    device: torch.device,
+    *,
+    precision: str = "fp32",
+    on_epoch: EpochCallback | None = None,
+    progress: bool = False,
+) -> EvalResult:
+    """Run FEAR's two stages on ``arch``; degenerate cells are not trained at all."""
+    wall_start = time.perf_counter()
+    model = seeded_model(arch, data, context, device)
+    summary = size_summary(model, data)
+    if arch.is_degenerate:
+        return EvalResult(
+            "fear",
+            "degenerate",
+            chance_level(data),
+            0.0,
+            time.perf_counter() - wall_start,
+            {**summary, "stage1_s": 0.0, "stage2_s": 0.0, "stage1_epochs": 0.0},
+        )
+
+    stage1_loader = DeviceLoader.from_data(
+        data, "train", batch_size=settings.batch_size, device=device, seed=context.seed
+    )
+    stage1 = Trainer(
+        model,
+        stage1_loader,
+        settings.optim,
+        schedule_epochs=settings.stage1_epochs,
+        stage="stage1",
+        device=device,
+        precision=precision,
+        on_epoch=on_epoch,
+        progress=progress,
+    ).run(
+        StopRules(
+            max_epochs=settings.stage1_epochs,
+            threshold=settings.threshold,
+            check_every=settings.check_every,
+            max_seconds=settings.max_seconds,
+        )
+    )
+    summary.update(stage1_s=stage1.seconds, stage1_epochs=stage1.epochs, stage2_s=0.0)
+    history = list(stage1.history)
+    if stage1.reason != THRESHOLD_REACHED:
+        status = "diverged" if stage1.reason == DIVERGED else "threshold_not_reached"
+        score = -1.0 if status == "diverged" else not_reached_score(stage1.last_top1)
+        return EvalResult(
+            "fear",
+            status,
+            score,
+            stage1.seconds,
+            time.perf_counter() - wall_start,
+            summary,
+            history,
+        )
+    if settings.freeze_epochs == 0:
+        return EvalResult(
+            "fear",
+            "ok",
+            stage1.last_top1,
+            stage1.seconds,
+            time.perf_counter() - wall_start,
+            summary,
+            history,
+        )
+
+    if settings.no_freeze:
+        trainable = list(model.parameters())
+        forward = model
+    else:
+        trainable = freeze_all_but(model, settings.unfreeze)
+        forward = frozen_prefix_forward(model)
+    stage2_loader = DeviceLoader.from_data(
+        data,
+        "train",
+        batch_size=settings.freeze_batch_size,
+        device=device,
+        seed=context.seed + STAGE2_SEED_OFFSET,
+    )
+    stage2 = Trainer(
+        model,
+        stage2_loader,
+        settings.optim,
+        schedule_epochs=settings.freeze_epochs,
+        stage="stage2",
+        device=device,
+        params=trainable,
+        forward=forward,
+        precision=precision,
+        on_epoch=on_epoch,
+        progress=progress,
+    ).run(StopRules(max_epochs=settings.freeze_epochs))
+    history.extend(stage2.history)
+    summary["stage2_s"] = stage2.seconds
+    duration = stage1.seconds + stage2.seconds
+    status = "diverged" if stage2.reason == DIVERGED else "ok"
+    score = -1.0 if status == "diverged" else stage2.last_top1
+    return EvalResult(
+        "fear", status, score, duration, time.perf_counter() - wall_start, summary, history
+    )

@@ -1,0 +1,69 @@
+"""FEAR stage 2: freeze everything but named modules, and skip autograd for the frozen prefix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from fear_mlflow.errors import UserError
+from fear_mlflow.space.model import TinyNetwork
+
+
+def name_matches(name: str, identifier: str) -> bool:
+    """True when ``identifier``'s dotted parts occur as whole parts of ``name``.
+
+    ``cells.1`` matches ``cells.1.layers.0.op.1.weight`` but not ``cells.13...``, unlike the
+    plain substring test, which would also unfreeze cells 10-16.
+    """
+    parts, wanted = name.split("."), identifier.split(".")
+    return any(parts[i : i + len(wanted)] == wanted for i in range(len(parts) - len(wanted) + 1))
+
+
+def freeze_all_but(model: nn.Module, unfreeze: Sequence[str]) -> list[nn.Parameter]:
+    """Set ``requires_grad`` so only parameters named by ``unfreeze`` train; return those."""
+    trainable: list[nn.Parameter] = []
+    unused = set(unfreeze)
+    for name, param in model.named_parameters():
+        hits = [ident for ident in unfreeze if name_matches(name, ident)]
+        param.requires_grad_(bool(hits))
+        unused.difference_update(hits)
+        if hits:
+            trainable.append(param)
+    if unused:
+        raise UserError(
+            f"--unfreeze names {', '.join(sorted(unused))} match no parameter of this network "
+            "(valid: classifier, lastact, stem, cells.0 .. cells.N)"
+        )
+    return trainable
+
+
+def unfreeze_all(model: nn.Module) -> None:
+    for param in model.parameters():
+        param.requires_grad_(True)
+
+
+def frozen_prefix_forward(model: TinyNetwork) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A forward that runs the leading fully-frozen modules under ``no_grad``.
+
+    Frozen modules before the first trainable one need neither activations kept for
+    backward nor gradients, so this saves memory and time without changing any result
+    (BatchNorm still updates its running statistics, as in the paper's stage 2).
+    """
+    stages: list[nn.Module] = [model.stem, *model.cells]
+    prefix = 0
+    for module in stages:
+        if any(p.requires_grad for p in module.parameters()):
+            break
+        prefix += 1
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            for module in stages[:prefix]:
+                x = module(x)
+        for module in stages[prefix:]:
+            x = module(x)
+        return model.classifier(model.global_pooling(model.lastact(x)).flatten(1))
+
+    return forward
