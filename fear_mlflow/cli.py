@@ -11,27 +11,13 @@ from typing import Any
 import click
 
 from fear_mlflow import __version__
+from fear_mlflow.cli_methods import DEFAULT_SEEDS, method_options, settings_from
 from fear_mlflow.cli_options import (
+    Decorator,
     context_from,
     data_options,
-    optim_from,
-    optim_options,
-    parse_list,
-    parse_threshold,
+    stack,
     tracking_options,
-)
-from fear_mlflow.config import (
-    PAPER_UNFREEZE,
-    TRAINING_SEED,
-    ZEROCOST_MEASURES,
-    ZEROCOST_SEED,
-    FearSettings,
-    RegularSettings,
-    RunContext,
-    ShortregSettings,
-    ZerocostSettings,
-    default_threshold,
-    last_cells_unfreeze,
 )
 from fear_mlflow.errors import UserError
 
@@ -146,14 +132,16 @@ def benchmark_from_runs(
 
 
 # ----------------------------------------------------------------------------- evaluations
-def _evaluate(method: str, settings: Any, context: RunContext, kw: dict[str, Any]) -> None:
-    """Shared tail of every evaluation command: resolve, check, run, report."""
+def _evaluate(method: str, kw: dict[str, Any]) -> None:
+    """Every evaluation command: validate settings, resolve, check, run, report."""
     from fear_mlflow.benchmark import load_benchmark, resolve_arch
     from fear_mlflow.data.datasets import load_dataset
     from fear_mlflow.device import resolve_device, resolve_precision
     from fear_mlflow.runner import Evaluation, run_tracked
     from fear_mlflow.tracking import connect, redact
 
+    context = context_from(kw)
+    settings = settings_from(method, kw, context)
     table = load_benchmark(kw["benchmark"])
     cell, index = resolve_arch(kw["arch"], table)
     device = resolve_device(context.device)
@@ -188,119 +176,32 @@ arch_option = click.option(
 )
 
 
+def evaluation_command(method: str) -> Decorator:
+    """Arch, data, tracking and ``method``'s own options on one command."""
+    return stack(
+        arch_option,
+        data_options(DEFAULT_SEEDS[method]),
+        tracking_options(),
+        method_options(method),
+    )
+
+
 @cli.command()
-@arch_option
-@data_options(TRAINING_SEED)
-@tracking_options()
-@click.option(
-    "--threshold",
-    default="auto",
-    show_default=True,
-    help="Stage-1 train top-1 to reach, in (0, 1]; auto = cifar10 0.6, cifar100 0.3, "
-    "ImageNet16-120 0.2, others 0.6.",
-)
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Stage-1 batch size.")
-@click.option(
-    "--stage1-epochs",
-    type=int,
-    default=200,
-    show_default=True,
-    help="Nominal cosine schedule length and cap of stage 1.",
-)
-@click.option(
-    "--freeze-batch-size", type=int, default=512, show_default=True, help="Stage-2 batch size."
-)
-@click.option(
-    "--freeze-epochs",
-    type=int,
-    default=5,
-    show_default=True,
-    help="Stage-2 epochs (own cosine schedule).",
-)
-@click.option(
-    "--unfreeze",
-    default=",".join(PAPER_UNFREEZE),
-    show_default=True,
-    help="Comma-separated module names that stay trainable in stage 2.",
-)
-@click.option(
-    "--unfreeze-last-cells",
-    type=int,
-    default=None,
-    help="Instead of --unfreeze: keep the head and the last K cells trainable.",
-)
-@click.option(
-    "--no-freeze",
-    type=click.BOOL,
-    default=False,
-    is_flag=False,
-    flag_value=True,
-    help="Stage 2 trains the whole net (ablation).",
-)
-@click.option(
-    "--check-every",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Also check the threshold every N steps (0 = end of each epoch only).",
-)
-@click.option("--max-seconds", type=float, default=None, help="Stage-1 wall-clock budget.")
-@optim_options()
+@evaluation_command("fear")
 def fear(**kw: Any) -> None:
     """FEAR: train to a train-accuracy threshold, then train only the last cells briefly.
 
     \b
     Example (paper defaults, CIFAR-10):
       fear-mlflow fear --arch 13714 --benchmark tss_test_accuracy_200ep.csv
-    Smoke run on scikit-learn's digits (offline, ~1 min on a laptop CPU):
+    Smoke run on scikit-learn's digits (offline, under a minute on a laptop CPU):
       fear-mlflow fear --dataset digits --freeze-epochs 2
     """
-    optim = optim_from(kw)
-    context = context_from(kw)
-    threshold = parse_threshold(kw.pop("threshold"))
-    last_cells = kw.pop("unfreeze_last_cells")
-    unfreeze = (
-        last_cells_unfreeze(last_cells, context.total_cells)
-        if last_cells is not None
-        else parse_list(kw.pop("unfreeze"))
-    )
-    settings = FearSettings(
-        threshold=threshold if threshold is not None else default_threshold(context.dataset),
-        batch_size=kw.pop("batch_size"),
-        stage1_epochs=kw.pop("stage1_epochs"),
-        freeze_batch_size=kw.pop("freeze_batch_size"),
-        freeze_epochs=kw.pop("freeze_epochs"),
-        unfreeze=unfreeze,
-        no_freeze=bool(kw.pop("no_freeze")),
-        check_every=kw.pop("check_every"),
-        max_seconds=kw.pop("max_seconds"),
-        optim=optim,
-    )
-    _evaluate("fear", settings, context, kw)
+    _evaluate("fear", kw)
 
 
 @cli.command()
-@arch_option
-@data_options(TRAINING_SEED)
-@tracking_options()
-@click.option("--batch-size", type=int, default=256, show_default=True)
-@click.option(
-    "--epochs",
-    type=int,
-    default=10,
-    show_default=True,
-    help="Epochs (the cosine schedule spans exactly these).",
-)
-@click.option(
-    "--eval-test",
-    type=click.BOOL,
-    default=False,
-    is_flag=False,
-    flag_value=True,
-    help="Also measure test top-1 at the end (logged as test/top1).",
-)
-@click.option("--max-seconds", type=float, default=None, help="Wall-clock budget.")
-@optim_options()
+@evaluation_command("shortreg")
 def shortreg(**kw: Any) -> None:
     """Shortened regular training; score = best train top-1 over the epochs.
 
@@ -308,26 +209,11 @@ def shortreg(**kw: Any) -> None:
     The paper's grid: --batch-size 256|512|1024|2048 x --epochs 10|20|30, e.g.
       fear-mlflow shortreg --arch 13714 --benchmark tss.csv --batch-size 512 --epochs 20
     """
-    optim = optim_from(kw)
-    context = context_from(kw)
-    settings = ShortregSettings(
-        batch_size=kw.pop("batch_size"),
-        epochs=kw.pop("epochs"),
-        eval_test=bool(kw.pop("eval_test")),
-        max_seconds=kw.pop("max_seconds"),
-        optim=optim,
-    )
-    _evaluate("shortreg", settings, context, kw)
+    _evaluate("shortreg", kw)
 
 
 @cli.command()
-@arch_option
-@data_options(TRAINING_SEED)
-@tracking_options()
-@click.option("--batch-size", type=int, default=256, show_default=True)
-@click.option("--epochs", type=int, default=200, show_default=True)
-@click.option("--max-seconds", type=float, default=None, help="Wall-clock budget.")
-@optim_options()
+@evaluation_command("regular")
 def regular(**kw: Any) -> None:
     """Full training (NATS-Bench schedule), test top-1 at the end: ground truth.
 
@@ -336,34 +222,11 @@ def regular(**kw: Any) -> None:
       fear-mlflow regular --dataset digits --arch '...' --epochs 30 --experiment gt-digits
       fear-mlflow benchmark from-runs --experiment gt-digits --out digits_gt.csv
     """
-    optim = optim_from(kw)
-    context = context_from(kw)
-    settings = RegularSettings(
-        batch_size=kw.pop("batch_size"),
-        epochs=kw.pop("epochs"),
-        max_seconds=kw.pop("max_seconds"),
-        optim=optim,
-    )
-    _evaluate("regular", settings, context, kw)
+    _evaluate("regular", kw)
 
 
 @cli.command()
-@arch_option
-@data_options(ZEROCOST_SEED)
-@tracking_options()
-@click.option(
-    "--batch-size",
-    type=int,
-    default=64,
-    show_default=True,
-    help="Size of the one random training minibatch.",
-)
-@click.option(
-    "--measures",
-    default=",".join(ZEROCOST_MEASURES),
-    show_default=True,
-    help="Comma-separated subset of the measures.",
-)
+@evaluation_command("zerocost")
 def zerocost(**kw: Any) -> None:
     """Zero-cost proxies at initialisation on one minibatch (Abdelfattah et al. 2021).
 
@@ -372,11 +235,7 @@ def zerocost(**kw: Any) -> None:
     synflow, naswot, params and flops; the run's score is synflow.
       fear-mlflow zerocost --arch 13714 --benchmark tss.csv --measures synflow,jacob_cov
     """
-    context = context_from(kw)
-    settings = ZerocostSettings(
-        batch_size=kw.pop("batch_size"), measures=parse_list(kw.pop("measures"))
-    )
-    _evaluate("zerocost", settings, context, kw)
+    _evaluate("zerocost", kw)
 
 
 def main(argv: list[str] | None = None) -> None:
