@@ -30,6 +30,7 @@ from fear_mlflow.config import (
     ZerocostSettings,
     default_threshold,
     last_cells_unfreeze,
+    validate_unfreeze,
 )
 
 DEFAULT_SEEDS = {
@@ -166,6 +167,7 @@ def settings_from(method: str, kw: dict[str, Any], context: RunContext) -> Any:
             if last_cells is not None
             else parse_list(unfreeze_text)
         )
+        validate_unfreeze(unfreeze, context.total_cells)
         return FearSettings(
             threshold=threshold if threshold is not None else default_threshold(context.dataset),
             batch_size=kw.pop("batch_size"),

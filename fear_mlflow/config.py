@@ -110,6 +110,26 @@ def last_cells_unfreeze(k: int, total_cells: int = 17) -> tuple[str, ...]:
     return ("classifier", "lastact", *cells)
 
 
+def effective_unfreeze(unfreeze: tuple[str, ...], total_cells: int) -> tuple[str, ...]:
+    """The paper's default means "head + last four cells": keep that meaning on smaller nets."""
+    if unfreeze == PAPER_UNFREEZE and total_cells != 17:
+        return last_cells_unfreeze(4, total_cells)
+    return unfreeze
+
+
+def validate_unfreeze(unfreeze: tuple[str, ...], total_cells: int) -> None:
+    """Reject identifiers that name no module, before any training starts."""
+    tops = {"classifier", "lastact", "stem", *(f"cells.{i}" for i in range(total_cells))}
+    for ident in effective_unfreeze(unfreeze, total_cells):
+        parts = ident.split(".")
+        head = ".".join(parts[:2]) if parts[0] == "cells" else parts[0]
+        if head not in tops:
+            raise UserError(
+                f"--unfreeze: {ident!r} names no module of this network; use classifier, "
+                f"lastact, stem or cells.0 .. cells.{total_cells - 1} (comma-separated)"
+            )
+
+
 @dataclass(frozen=True)
 class FearSettings:
     """FEAR: train to a training-accuracy threshold, then train only the last cells briefly."""

@@ -19,28 +19,9 @@ from fear_mlflow.data import (
 )
 from fear_mlflow.data import datasets as ds
 from fear_mlflow.errors import UserError
-
-
-def _pixels(n: int, side: int, start: int) -> np.ndarray:
-    """Distinct, recognisable rows: image i is filled with (start + i + position) mod 256."""
-    flat = np.arange(3 * side * side)[None, :] + np.arange(n)[:, None] + start
-    return (flat % 256).astype(np.uint8)
-
-
-def _dump(path: Path, obj: object, bytes_keys: bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if bytes_keys:  # the original python-2 era files come back with bytes keys
-        obj = {k.encode(): v for k, v in obj.items()}
-    with path.open("wb") as f:
-        pickle.dump(obj, f, protocol=2 if bytes_keys else 4)
-
-
-def _write_cifar10(root: Path, bytes_keys: bool = False) -> None:
-    base = root / "cifar-10-batches-py"
-    for b in range(1, 6):
-        labels = [(b + i) % 10 for i in range(4)]
-        _dump(base / f"data_batch_{b}", {"data": _pixels(4, 32, b), "labels": labels}, bytes_keys)
-    _dump(base / "test_batch", {"data": _pixels(3, 32, 77), "labels": [9, 0, 1]}, bytes_keys)
+from tests.helpers import dump_pickle as _dump
+from tests.helpers import pixels as _pixels
+from tests.helpers import write_cifar10 as _write_cifar10
 
 
 @pytest.mark.parametrize("bytes_keys", [False, True])

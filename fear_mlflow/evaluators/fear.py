@@ -14,7 +14,12 @@ import time
 
 import torch
 
-from fear_mlflow.config import FearSettings, RunContext
+from fear_mlflow.config import (
+    FearSettings,
+    RunContext,
+    effective_unfreeze,
+    validate_unfreeze,
+)
 from fear_mlflow.data.datasets import ImageData
 from fear_mlflow.data.loader import DeviceLoader
 from fear_mlflow.evaluators.common import chance_level, seeded_model, size_summary
@@ -51,6 +56,8 @@ def evaluate_fear(
 ) -> EvalResult:
     """Run FEAR's two stages on ``arch``; degenerate cells are not trained at all."""
     wall_start = time.perf_counter()
+    unfreeze = effective_unfreeze(settings.unfreeze, context.total_cells)
+    validate_unfreeze(unfreeze, context.total_cells)
     model = seeded_model(arch, data, context, device)
     summary = size_summary(model, data)
     if arch.is_degenerate:
@@ -113,7 +120,7 @@ def evaluate_fear(
         trainable = list(model.parameters())
         forward = model
     else:
-        trainable = freeze_all_but(model, settings.unfreeze)
+        trainable = freeze_all_but(model, unfreeze)
         forward = frozen_prefix_forward(model)
     stage2_loader = DeviceLoader.from_data(
         data,

@@ -132,7 +132,7 @@ class Trainer:
             loss_sum = torch.zeros((), device=self.device)
             seen = 0
             steps_this_epoch = 0
-            lr = cosine_lr(self.optim.lr, step, total_steps)
+            epoch_lr = cosine_lr(self.optim.lr, step, total_steps)
             stop_reason: str | None = None
             for inputs, targets in self.loader:
                 lr = cosine_lr(self.optim.lr, step, total_steps)
@@ -172,7 +172,7 @@ class Trainer:
                     "train_top1": top1,
                     "train_loss": mean_loss,
                     "epoch_s": epoch_s,
-                    "lr": lr,
+                    "lr": epoch_lr,
                     "epoch_fraction": fraction,
                 },
             )
