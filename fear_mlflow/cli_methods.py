@@ -96,6 +96,15 @@ _FEAR = stack(
         help="Also check the threshold every N steps (0 = end of each epoch only).",
     ),
     click.option("--max-seconds", type=float, default=None, help="Stage-1 wall-clock budget."),
+    click.option(
+        "--stage2-cache",
+        type=click.BOOL,
+        default=False,
+        is_flag=False,
+        flag_value=True,
+        help="Compute the frozen prefix's features once and train only the suffix in "
+        "stage 2 (faster; no stage-2 augmentation, frozen BN in eval mode).",
+    ),
     optim_options(),
 )
 

@@ -143,9 +143,12 @@ class FearSettings:
     no_freeze: bool = False
     check_every: int = 0
     max_seconds: float | None = None
+    stage2_cache: bool = False
     optim: OptimSettings = field(default_factory=OptimSettings)
 
     def __post_init__(self) -> None:
+        if self.stage2_cache and self.no_freeze:
+            raise UserError("--stage2-cache needs a frozen prefix; drop --no-freeze or the cache")
         if not 0 < self.threshold <= 1:
             raise UserError(
                 f"--threshold must be a training accuracy in (0, 1], got {self.threshold} "

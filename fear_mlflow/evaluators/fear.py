@@ -11,6 +11,7 @@ both training loops.
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import torch
 
@@ -25,7 +26,13 @@ from fear_mlflow.data.loader import DeviceLoader
 from fear_mlflow.evaluators.common import chance_level, seeded_model, size_summary
 from fear_mlflow.evaluators.result import EvalResult
 from fear_mlflow.space.arch import Arch
-from fear_mlflow.train.freeze import freeze_all_but, frozen_prefix_forward
+from fear_mlflow.train.feature_cache import CachedFeatureBatches, prefix_features
+from fear_mlflow.train.freeze import (
+    freeze_all_but,
+    frozen_prefix_forward,
+    frozen_prefix_length,
+    run_suffix,
+)
 from fear_mlflow.train.trainer import (
     DIVERGED,
     THRESHOLD_REACHED,
@@ -116,19 +123,36 @@ def evaluate_fear(
             history,
         )
 
+    stage2_seed = context.seed + STAGE2_SEED_OFFSET
+    stage2_loader: DeviceLoader | CachedFeatureBatches = DeviceLoader.from_data(
+        data, "train", batch_size=settings.freeze_batch_size, device=device, seed=stage2_seed
+    )
     if settings.no_freeze:
         trainable = list(model.parameters())
         forward = model
     else:
         trainable = freeze_all_but(model, unfreeze)
         forward = frozen_prefix_forward(model)
-    stage2_loader = DeviceLoader.from_data(
-        data,
-        "train",
-        batch_size=settings.freeze_batch_size,
-        device=device,
-        seed=context.seed + STAGE2_SEED_OFFSET,
-    )
+    if settings.stage2_cache:
+        prefix = frozen_prefix_length(model)
+        plain = DeviceLoader(
+            data.train_x,
+            data.train_y,
+            batch_size=1024,
+            mean=data.mean,
+            std=data.std,
+            augment=False,
+            shuffle=False,
+            drop_single=False,
+            device=device,
+        )
+        stage2_loader = CachedFeatureBatches(
+            lambda: prefix_features(model, prefix, plain, device, precision),
+            len(data.train_y),
+            batch_size=settings.freeze_batch_size,
+            seed=stage2_seed,
+        )
+        forward = partial(run_suffix, model, prefix)
     stage2 = Trainer(
         model,
         stage2_loader,

@@ -44,6 +44,34 @@ def unfreeze_all(model: nn.Module) -> None:
         param.requires_grad_(True)
 
 
+def stages(model: TinyNetwork) -> list[nn.Module]:
+    """The sequential body: stem, then every cell (lastact/pool/classifier form the head)."""
+    return [model.stem, *model.cells]
+
+
+def frozen_prefix_length(model: TinyNetwork) -> int:
+    """How many leading body stages have no trainable parameter."""
+    prefix = 0
+    for module in stages(model):
+        if any(p.requires_grad for p in module.parameters()):
+            break
+        prefix += 1
+    return prefix
+
+
+def run_prefix(model: TinyNetwork, prefix: int, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        for module in stages(model)[:prefix]:
+            x = module(x)
+    return x
+
+
+def run_suffix(model: TinyNetwork, prefix: int, x: torch.Tensor) -> torch.Tensor:
+    for module in stages(model)[prefix:]:
+        x = module(x)
+    return model.classifier(model.global_pooling(model.lastact(x)).flatten(1))
+
+
 def frozen_prefix_forward(model: TinyNetwork) -> Callable[[torch.Tensor], torch.Tensor]:
     """A forward that runs the leading fully-frozen modules under ``no_grad``.
 
@@ -51,19 +79,5 @@ def frozen_prefix_forward(model: TinyNetwork) -> Callable[[torch.Tensor], torch.
     backward nor gradients, so this saves memory and time without changing any result
     (BatchNorm still updates its running statistics, as in the paper's stage 2).
     """
-    stages: list[nn.Module] = [model.stem, *model.cells]
-    prefix = 0
-    for module in stages:
-        if any(p.requires_grad for p in module.parameters()):
-            break
-        prefix += 1
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            for module in stages[:prefix]:
-                x = module(x)
-        for module in stages[prefix:]:
-            x = module(x)
-        return model.classifier(model.global_pooling(model.lastact(x)).flatten(1))
-
-    return forward
+    prefix = frozen_prefix_length(model)
+    return lambda x: run_suffix(model, prefix, run_prefix(model, prefix, x))
