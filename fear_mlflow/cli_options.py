@@ -69,6 +69,13 @@ def data_options(default_seed: int) -> Decorator:
             help="auto = bf16 autocast on CUDA, fp32 on CPU.",
         ),
         click.option(
+            "--compile/--no-compile",
+            "compile_model",
+            default=False,
+            show_default=True,
+            help="torch.compile the training forward (pays on GPUs for long runs).",
+        ),
+        click.option(
             "--channels",
             type=int,
             default=16,

@@ -40,10 +40,16 @@ class Evaluation:
     arch: Arch
     arch_index: int | None = None
     precision: str = "fp32"
+    compile: bool = False
 
     def params(self) -> dict[str, object]:
         """Flattened settings logged as MLflow params (and hashed into ``fear.config_hash``)."""
-        return {**self.context.params(), **self.settings.params(), "precision": self.precision}
+        return {
+            **self.context.params(),
+            **self.settings.params(),
+            "precision": self.precision,
+            "compile": self.compile,
+        }
 
 
 def evaluate(
@@ -72,6 +78,7 @@ def evaluate(
         e.context,
         device,  # type: ignore[arg-type]
         precision=e.precision,
+        compile_model=e.compile,
         on_epoch=on_epoch,
         progress=progress,
     )

@@ -58,6 +58,7 @@ def evaluate_fear(
     device: torch.device,
     *,
     precision: str = "fp32",
+    compile_model: bool = False,
     on_epoch: EpochCallback | None = None,
     progress: bool = False,
 ) -> EvalResult:
@@ -88,6 +89,7 @@ def evaluate_fear(
         stage="stage1",
         device=device,
         precision=precision,
+        compile_model=compile_model,
         on_epoch=on_epoch,
         progress=progress,
     ).run(
@@ -163,6 +165,7 @@ def evaluate_fear(
         params=trainable,
         forward=forward,
         precision=precision,
+        compile_model=compile_model,
         on_epoch=on_epoch,
         progress=progress,
     ).run(StopRules(max_epochs=settings.freeze_epochs))

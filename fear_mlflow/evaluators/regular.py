@@ -33,6 +33,7 @@ def evaluate_regular(
     device: torch.device,
     *,
     precision: str = "fp32",
+    compile_model: bool = False,
     on_epoch: EpochCallback | None = None,
     progress: bool = False,
 ) -> EvalResult:
@@ -60,6 +61,7 @@ def evaluate_regular(
         stage="train",
         device=device,
         precision=precision,
+        compile_model=compile_model,
         on_epoch=on_epoch,
         progress=progress,
     ).run(StopRules(max_epochs=settings.epochs, max_seconds=settings.max_seconds))

@@ -31,6 +31,7 @@ def evaluate_shortreg(
     device: torch.device,
     *,
     precision: str = "fp32",
+    compile_model: bool = False,
     on_epoch: EpochCallback | None = None,
     progress: bool = False,
 ) -> EvalResult:
@@ -57,6 +58,7 @@ def evaluate_shortreg(
         stage="train",
         device=device,
         precision=precision,
+        compile_model=compile_model,
         on_epoch=on_epoch,
         progress=progress,
     ).run(StopRules(max_epochs=settings.epochs, max_seconds=settings.max_seconds))

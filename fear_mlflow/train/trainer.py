@@ -91,6 +91,7 @@ class Trainer:
         params: Iterable[nn.Parameter] | None = None,
         forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
         precision: str = "fp32",
+        compile_model: bool = False,
         on_epoch: EpochCallback | None = None,
         progress: bool = False,
     ) -> None:
@@ -102,6 +103,8 @@ class Trainer:
         self.device = device
         self.params = [p for p in (params or model.parameters()) if p.requires_grad]
         self.forward = forward or model
+        if compile_model:  # pays off on GPUs for long runs; compiling costs tens of seconds
+            self.forward = torch.compile(self.forward)
         self.precision = precision
         self.on_epoch = on_epoch
         self.progress = progress
