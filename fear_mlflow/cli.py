@@ -5,7 +5,9 @@ Problems the user can fix end as one ``error: ...`` line and exit code 2, never 
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from typing import Any
 
 import click
@@ -150,7 +152,9 @@ def _evaluate(method: str, kw: dict[str, Any]) -> None:
         context.dataset, context.dataroot, train_subset=context.train_subset, seed=context.seed
     )
     uri = connect(kw["tracking_uri"])
-    evaluation = Evaluation(method, settings, context, cell, index, precision)
+    evaluation = Evaluation(
+        method, settings, context, cell, index, precision, compile=kw["compile_model"]
+    )
     run_id, result = run_tracked(
         evaluation,
         data,
@@ -238,8 +242,27 @@ def zerocost(**kw: Any) -> None:
     _evaluate("zerocost", kw)
 
 
+# ----------------------------------------------------------------------------- sweeps
+from fear_mlflow.sweep_cli import sweep  # noqa: E402  (defines `fear-mlflow sweep METHOD`)
+
+cli.add_command(sweep)
+
+
+# ----------------------------------------------------------------------------- tuning
+from fear_mlflow.tune_cli import tune  # noqa: E402
+
+cli.add_command(tune)
+
+
+def _terminate_as_interrupt(_signum: int, _frame: object) -> None:
+    """SIGTERM (a scheduler's kill) unwinds like Ctrl-C, so open runs are closed as KILLED."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: click in non-standalone mode so every error is one line."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         cli.main(args=argv, prog_name="fear-mlflow", standalone_mode=False)
     except UserError as exc:

@@ -25,6 +25,7 @@ from fear_mlflow.evaluators.result import EvalResult
 from fear_mlflow.evaluators.shortreg import evaluate_shortreg
 from fear_mlflow.space.arch import Arch
 from fear_mlflow.tracking import EvaluationRun
+from fear_mlflow.train.stage1_store import Stage1Store
 from fear_mlflow.train.trainer import EpochCallback
 
 MethodSettings = FearSettings | ShortregSettings | RegularSettings | ZerocostSettings
@@ -59,15 +60,28 @@ def evaluate(
     *,
     on_epoch: EpochCallback | None = None,
     progress: bool = False,
+    stage1_store: Stage1Store | None = None,
 ) -> EvalResult:
-    """Dispatch to the method's evaluator."""
+    """Dispatch to the method's evaluator (``stage1_store`` only matters to FEAR)."""
     e = evaluation
     if isinstance(e.settings, ZerocostSettings):
         from fear_mlflow.evaluators.zerocost import evaluate_zerocost
 
         return evaluate_zerocost(e.arch, data, e.settings, e.context, device)
+    if isinstance(e.settings, FearSettings):
+        return evaluate_fear(
+            e.arch,
+            data,
+            e.settings,
+            e.context,
+            device,
+            precision=e.precision,
+            compile_model=e.compile,
+            on_epoch=on_epoch,
+            progress=progress,
+            stage1_store=stage1_store,
+        )
     evaluator = {
-        FearSettings: evaluate_fear,
         ShortregSettings: evaluate_shortreg,
         RegularSettings: evaluate_regular,
     }[type(e.settings)]
@@ -102,6 +116,7 @@ def run_tracked(
     parent_run_id: str | None = None,
     attach: bool = True,
     progress: bool = False,
+    stage1_store: Stage1Store | None = None,
 ) -> tuple[str, EvalResult]:
     """Evaluate inside one MLflow run; returns (run id, result)."""
     with EvaluationRun(
@@ -116,6 +131,13 @@ def run_tracked(
         parent_run_id=parent_run_id,
         attach=attach,
     ) as run:
-        result = evaluate(evaluation, data, device, on_epoch=run.log_epoch, progress=progress)
+        result = evaluate(
+            evaluation,
+            data,
+            device,
+            on_epoch=run.log_epoch,
+            progress=progress,
+            stage1_store=stage1_store,
+        )
         run.log_result(result, ground_truth(benchmark, evaluation))
     return run.run_id, result
