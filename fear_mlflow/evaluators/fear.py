@@ -24,6 +24,7 @@ from fear_mlflow.config import (
 from fear_mlflow.data.datasets import ImageData
 from fear_mlflow.data.loader import DeviceLoader
 from fear_mlflow.evaluators.common import chance_level, seeded_model, size_summary
+from fear_mlflow.evaluators.fear_stage1 import can_reuse, run_stage1, stage1_identity
 from fear_mlflow.evaluators.result import EvalResult
 from fear_mlflow.space.arch import Arch
 from fear_mlflow.train.feature_cache import CachedFeatureBatches, prefix_features
@@ -33,6 +34,7 @@ from fear_mlflow.train.freeze import (
     frozen_prefix_length,
     run_suffix,
 )
+from fear_mlflow.train.stage1_store import Stage1Store
 from fear_mlflow.train.trainer import (
     DIVERGED,
     THRESHOLD_REACHED,
@@ -61,8 +63,13 @@ def evaluate_fear(
     compile_model: bool = False,
     on_epoch: EpochCallback | None = None,
     progress: bool = False,
+    stage1_store: Stage1Store | None = None,
 ) -> EvalResult:
-    """Run FEAR's two stages on ``arch``; degenerate cells are not trained at all."""
+    """Run FEAR's two stages on ``arch``; degenerate cells are not trained at all.
+
+    With ``stage1_store``, stage 1 is reused exactly across thresholds; ``duration_s``
+    still reports what a fresh run costs (the originally measured epoch seconds).
+    """
     wall_start = time.perf_counter()
     unfreeze = effective_unfreeze(settings.unfreeze, context.total_cells)
     validate_unfreeze(unfreeze, context.total_cells)
@@ -81,7 +88,7 @@ def evaluate_fear(
     stage1_loader = DeviceLoader.from_data(
         data, "train", batch_size=settings.batch_size, device=device, seed=context.seed
     )
-    stage1 = Trainer(
+    trainer = Trainer(
         model,
         stage1_loader,
         settings.optim,
@@ -90,16 +97,17 @@ def evaluate_fear(
         device=device,
         precision=precision,
         compile_model=compile_model,
-        on_epoch=on_epoch,
         progress=progress,
-    ).run(
-        StopRules(
-            max_epochs=settings.stage1_epochs,
-            threshold=settings.threshold,
-            check_every=settings.check_every,
-            max_seconds=settings.max_seconds,
-        )
     )
+    rules = StopRules(
+        max_epochs=settings.stage1_epochs,
+        threshold=settings.threshold,
+        check_every=settings.check_every,
+        max_seconds=settings.max_seconds,
+    )
+    store = stage1_store if stage1_store is not None and can_reuse(settings) else None
+    key = stage1_identity(arch, settings, context, device, precision)
+    stage1 = run_stage1(trainer, rules, store, key, on_epoch)
     summary.update(stage1_s=stage1.seconds, stage1_epochs=stage1.epochs, stage2_s=0.0)
     history = list(stage1.history)
     if stage1.reason != THRESHOLD_REACHED:

@@ -111,18 +111,22 @@ class Trainer:
         self.optimizer = make_optimizer(self.params, optim)
         self.loss_fn = nn.CrossEntropyLoss()
 
-    def run(self, rules: StopRules) -> TrainOutcome:
+    def run(self, rules: StopRules, start_epoch: int = 0) -> TrainOutcome:
+        """Train from ``start_epoch`` (with model/optimizer state already restored, resuming is
+        exact: data order, augmentation and lr depend only on the epoch and step)."""
         steps_per_epoch = len(self.loader)
         total_steps = self.schedule_epochs * steps_per_epoch
         history: list[EpochRecord] = []
         seconds = 0.0
-        step = 0
+        step = start_epoch * steps_per_epoch
+        if hasattr(self.loader, "set_epoch"):
+            self.loader.set_epoch(start_epoch)
         last_top1 = best_top1 = 0.0
         reason = COMPLETED
         epochs_done = 0.0
         self.model.train()
         bar = tqdm(
-            range(rules.max_epochs),
+            range(start_epoch, rules.max_epochs),
             desc=self.stage,
             unit="epoch",
             disable=not self.progress,
