@@ -247,6 +247,12 @@ from fear_mlflow.sweep_cli import sweep  # noqa: E402  (defines `fear-mlflow swe
 
 cli.add_command(sweep)
 
+# ----------------------------------------------------------------------------- reports
+from fear_mlflow.cli_report import dashboard, report  # noqa: E402  (report, dashboard)
+
+cli.add_command(report)
+cli.add_command(dashboard)
+
 
 # ----------------------------------------------------------------------------- tuning
 from fear_mlflow.tune_cli import tune  # noqa: E402
