@@ -22,20 +22,24 @@ def name_matches(name: str, identifier: str) -> bool:
 
 
 def freeze_all_but(model: nn.Module, unfreeze: Sequence[str]) -> list[nn.Parameter]:
-    """Set ``requires_grad`` so only parameters named by ``unfreeze`` train; return those."""
-    trainable: list[nn.Parameter] = []
-    unused = set(unfreeze)
-    for name, param in model.named_parameters():
-        hits = [ident for ident in unfreeze if name_matches(name, ident)]
-        param.requires_grad_(bool(hits))
-        unused.difference_update(hits)
-        if hits:
-            trainable.append(param)
-    if unused:
+    """Set ``requires_grad`` so only parameters named by ``unfreeze`` train; return those.
+
+    An identifier must name a module; that module may own no parameter (a cell of only
+    skip/pool/none ops), which simply adds nothing trainable.
+    """
+    modules = [name for name, _ in model.named_modules() if name]
+    unknown = [i for i in unfreeze if not any(name_matches(m, i) for m in modules)]
+    if unknown:
         raise UserError(
-            f"--unfreeze names {', '.join(sorted(unused))} match no parameter of this network "
+            f"--unfreeze names {', '.join(unknown)} match no module of this network "
             "(valid: classifier, lastact, stem, cells.0 .. cells.N)"
         )
+    trainable: list[nn.Parameter] = []
+    for name, param in model.named_parameters():
+        keep = any(name_matches(name, ident) for ident in unfreeze)
+        param.requires_grad_(keep)
+        if keep:
+            trainable.append(param)
     return trainable
 
 
