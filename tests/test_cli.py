@@ -230,3 +230,27 @@ def test_console_script_help_and_error_exit_codes(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("name", ["fear", "shortreg", "regular", "zerocost", "tune"])
+def test_mlproject_entry_points_parse_with_their_defaults(name: str, tmp_path: Path) -> None:
+    """`mlflow run . -e NAME` builds its command with MLflow's own quoting; it must parse."""
+    import shlex
+
+    from mlflow.projects._project_spec import load_project
+
+    from fear_mlflow.cli import cli
+
+    entry = load_project(str(Path(__file__).resolve().parents[1])).get_entry_point(name)
+    required = {"study_name": "s"} if name == "tune" else {}
+    argv = shlex.split(entry.compute_command(required, str(tmp_path)))
+    assert argv[:4] == ["python", "-m", "fear_mlflow", name]
+    command = cli.commands[name]
+    with command.make_context(name, argv[4:]) as ctx:  # raises on any stray argument
+        params = ctx.params
+    if name != "tune":
+        assert params["arch"] == BEST and params["dataset"] == "cifar10"
+        assert params["dataroot"] in (None, "") and params["benchmark"] in (None, "")
+    if name == "fear":
+        assert params["freeze_batch_size"] == 512 and params["freeze_epochs"] == 5
+        assert params["batch_size"] == 256 and params["stage1_epochs"] == 200
