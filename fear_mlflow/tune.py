@@ -28,6 +28,7 @@ from fear_mlflow.runner import Evaluation, run_tracked
 from fear_mlflow.space.arch import Arch
 from fear_mlflow.tracking import redact
 from fear_mlflow.train.stage1_store import Stage1Store
+from fear_mlflow.trial_slots import TrialSlot
 from fear_mlflow.tune_runs import TrialRun
 
 ArchItem = tuple[Arch, int | None]
@@ -235,12 +236,22 @@ def run_study(
     """Run trials until the study holds ``n_trials`` (counted across every process) or timeout."""
     study = open_study(job)
     objective = make_objective(job)
+    slot = TrialSlot(job.storage, job.study_name)
+
+    def slotted(trial: optuna.Trial) -> float | tuple[float, float]:
+        slot.release()  # the trial exists now: other processes may count and create
+        return objective(trial)
+
     deadline = time.monotonic() + job.timeout if job.timeout else math.inf
     callbacks = [on_trial] if on_trial else []
     while time.monotonic() < deadline:
-        if job.n_trials is not None and len(study.get_trials(deepcopy=False)) >= job.n_trials:
-            break
-        study.optimize(
-            objective, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=True
-        )
+        slot.acquire()
+        try:
+            if job.n_trials is not None and len(study.get_trials(deepcopy=False)) >= job.n_trials:
+                break
+            study.optimize(
+                slotted, n_trials=1, catch=(Exception,), callbacks=callbacks, gc_after_trial=True
+            )
+        finally:
+            slot.release()
     return study

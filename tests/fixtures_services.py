@@ -134,3 +134,19 @@ def mlflow_server(
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture()
+def optuna_postgres() -> Iterator[str]:
+    """A fresh PostgreSQL database for one Optuna storage (dropped after)."""
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        require_service("psycopg2 is not installed")
+    name = f"fear_optuna_{uuid.uuid4().hex[:10]}"
+    try:
+        _admin(f"CREATE DATABASE {name}")
+    except Exception as exc:
+        require_service(f"PostgreSQL at {PG_HOST}:{PG_PORT} unusable: {exc}")
+    yield f"{PG_SCHEME}://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+    _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -14,7 +13,6 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from fear_mlflow.cli import main
-from tests.fixtures_services import PG_HOST, PG_PORT, PG_SCHEME, PG_USER, _admin, require_service
 from tests.helpers import TINY
 
 CELLS = [
@@ -203,22 +201,6 @@ def test_tune_needs_ground_truth(
     )
     assert code == 2
     assert "needs ground truth" in capsys.readouterr().err
-
-
-@pytest.fixture()
-def optuna_postgres() -> Iterator[str]:
-    """A fresh PostgreSQL database for one Optuna storage (dropped after)."""
-    try:
-        import psycopg2  # noqa: F401
-    except ImportError:
-        require_service("psycopg2 is not installed")
-    name = f"fear_optuna_{uuid.uuid4().hex[:10]}"
-    try:
-        _admin(f"CREATE DATABASE {name}")
-    except Exception as exc:
-        require_service(f"PostgreSQL at {PG_HOST}:{PG_PORT} unusable: {exc}")
-    yield f"{PG_SCHEME}://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
-    _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def test_two_processes_share_one_postgres_study(
