@@ -13,6 +13,8 @@ Every cell is one `evaluate_zerocost` (seed 42, one augmented minibatch of 64). 
 one CSV row per cell as it goes; ``--resume`` skips the cells already in it.
 
     .venv/bin/python bench/zerocost_quality.py --out /tmp/zc_quality.csv --resume --reference-way
+    # part (a) from the runs of a 1,000-cell sweep instead of computing the cells again
+    .venv/bin/python bench/zerocost_quality.py --from-runs sqlite:///mlflow.db --experiment zc-cifar10
 """
 
 from __future__ import annotations
@@ -93,6 +95,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--speed-cells", type=int, default=5, help="cells timed by --reference-way")
     p.add_argument("--speed-repeats", type=int, default=3, help="alternating timings per cell")
+    p.add_argument(
+        "--from-runs",
+        metavar="URI",
+        help="take per-cell values from the zerocost runs of --experiment in this tracking "
+        "store (e.g. a `fear-mlflow sweep zerocost` over fear_paper_archs.txt) instead of "
+        "computing them; cells without a finished run are computed",
+    )
+    p.add_argument("--experiment", default="zc-cifar10", help="experiment of --from-runs")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     args = p.parse_args(argv)
@@ -119,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         bench, exclude=set(paper[:300]), n=args.sample, seed=args.sample_seed
     )
     rows = load_rows(args.out) if args.resume else []
+    if args.from_runs:
+        rows += rows_from_runs(args.from_runs, args.experiment, bench, {"a": part_a, "b": part_b})
     writer = RowWriter(args.out, fresh=not args.resume)
     settings = ZerocostSettings(batch_size=args.batch_size, measures=ZEROCOST_MEASURES)
     context = RunContext(dataset="cifar10", seed=args.seed, device=str(device))
@@ -151,6 +163,48 @@ def sample_other_cells(bench: Benchmark, exclude: set[int], n: int, seed: int) -
     pool = sorted(set(bench.indices()) - exclude)
     rng = np.random.default_rng(seed)
     return [int(i) for i in rng.choice(pool, size=min(n, len(pool)), replace=False)]
+
+
+def rows_from_runs(
+    uri: str, experiment: str, bench: Benchmark, parts: dict[str, list[int]]
+) -> list[dict[str, object]]:
+    """Rows of the cells that already have a FINISHED zerocost run (seed 42, batch 64)."""
+    from mlflow.tracking import MlflowClient
+
+    from fear_mlflow.tracking import search_all_runs
+
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        sys.exit(f"no experiment {experiment!r} in {uri}")
+    query = "tags.`fear.method` = 'zerocost' and tags.`fear.dataset` = 'cifar10'"
+    by_index: dict[int, object] = {}
+    for run in search_all_runs(client, [found.experiment_id], query):
+        params = run.data.params
+        if run.info.status != "FINISHED" or params.get("seed") != "42":
+            continue
+        if params.get("batch_size") != "64" or "fear.arch_index" not in run.data.tags:
+            continue
+        by_index[int(run.data.tags["fear.arch_index"])] = run
+    rows: list[dict[str, object]] = []
+    for part, cells in parts.items():
+        for index in cells:
+            run = by_index.get(index)
+            if run is None:
+                continue
+            m = run.data.metrics  # type: ignore[attr-defined]
+            row: dict[str, object] = {
+                "part": part, "index": index, "arch": str(bench.arch(index)),
+                "gt": bench.accuracy(index, "cifar10"),
+                "status": run.data.tags["fear.status"],  # type: ignore[attr-defined]
+                "total_s": m["duration_s"], "wall_s": m["wall_s"],
+            }  # fmt: skip
+            for name in ZEROCOST_MEASURES:
+                row[name] = m.get(f"zc/{name}", math.nan)
+                row[f"{name}_s"] = m.get(f"zc/{name}_s", math.nan)
+            rows.append(row)
+    print(f"{len(rows)} cells taken from the runs of {experiment!r} in {uri}", flush=True)
+    return rows
 
 
 # ----------------------------------------------------------------------------- measuring
