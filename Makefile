@@ -15,7 +15,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[dev,natsbench,postgres]'
+	$(BIN)/pip install -q -e '.[dev,natsbench,postgres,dashboard]'
 	$(BIN)/pip install -q --no-deps xautodl==1.0.0
 	touch $(STAMP)
 

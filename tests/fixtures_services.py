@@ -6,6 +6,7 @@ so a broken CI machine cannot pass by skipping. Nothing here mocks MLflow or Pos
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -150,3 +151,36 @@ def optuna_postgres() -> Iterator[str]:
         require_service(f"PostgreSQL at {PG_HOST}:{PG_PORT} unusable: {exc}")
     yield f"{PG_SCHEME}://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
     _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@contextlib.contextmanager
+def optuna_dashboard(storage: str, log: Path) -> Iterator[str]:
+    """`optuna-dashboard STORAGE` on a free 127.0.0.1 port; yields its base URL."""
+    binary = Path(sys.executable).with_name("optuna-dashboard")
+    if not binary.exists():
+        require_service("optuna-dashboard is not installed (make venv installs it)")
+    port = free_port()
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [str(binary), storage, "--host", "127.0.0.1", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                require_service(f"optuna-dashboard exited: {log.read_text()[-1500:]}")
+            try:
+                with urllib.request.urlopen(url + "/api/studies", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.3)
+        else:
+            require_service(f"optuna-dashboard did not answer within {SERVER_START_S:.0f} s")
+        yield url
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)

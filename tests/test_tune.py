@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from fear_mlflow.cli import main
+from tests.fixtures_services import optuna_dashboard
 from tests.helpers import TINY
 
 CELLS = [
@@ -135,6 +138,16 @@ def test_multi_objective_study_with_ground_truth_from_regular_runs(
         == 0
     )
     assert len(optuna.load_study(study_name="s", storage=storage).trials) == 4
+    # the same study through optuna-dashboard's own API (what its web page shows)
+    with optuna_dashboard(storage, tmp_path / "dashboard.log") as url:
+        with urllib.request.urlopen(url + "/api/studies", timeout=30) as response:
+            studies = json.load(response)["study_summaries"]
+        (shown,) = [s for s in studies if s["study_name"] == "s"]
+        with urllib.request.urlopen(f"{url}/api/studies/{shown['study_id']}", timeout=30) as r:
+            detail = json.load(r)
+    assert [t["number"] for t in detail["trials"]] == [0, 1, 2, 3]
+    assert {t["state"] for t in detail["trials"]} == {"Complete"}
+    assert detail["objective_names"] == ["spearman", "mean_duration_s"]
 
 
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(
