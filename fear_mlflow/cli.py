@@ -140,7 +140,7 @@ def _evaluate(method: str, kw: dict[str, Any]) -> None:
     from fear_mlflow.data.datasets import load_dataset
     from fear_mlflow.device import resolve_device, resolve_precision
     from fear_mlflow.runner import Evaluation, run_tracked
-    from fear_mlflow.tracking import connect, redact
+    from fear_mlflow.tracking import connect, redact, run_experiment_name
 
     context = context_from(kw)
     settings = settings_from(method, kw, context)
@@ -167,7 +167,9 @@ def _evaluate(method: str, kw: dict[str, Any]) -> None:
         f"{method} {cell} on {context.dataset}: status {result.status}, score {result.score:.4f}, "
         f"duration {result.duration_s:.1f} s (wall {result.wall_s:.1f} s)"
     )
-    click.echo(f"MLflow run {run_id} in experiment '{kw['experiment']}' at {redact(uri)}")
+    click.echo(
+        f"MLflow run {run_id} in experiment '{run_experiment_name(run_id)}' at {redact(uri)}"
+    )
     if uri.startswith("sqlite:"):
         click.echo(f"browse it: mlflow ui --backend-store-uri {uri}")
 

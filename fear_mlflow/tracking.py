@@ -103,6 +103,12 @@ def experiment_id(name: str) -> str:
         return found.experiment_id
 
 
+def run_experiment_name(run_id: str) -> str:
+    """Where a run really is: `mlflow run` may have made it in another experiment."""
+    client = MlflowClient()
+    return client.get_experiment(client.get_run(run_id).info.experiment_id).name
+
+
 def config_hash(
     method: str, params: Mapping[str, object], arch: str, dataset: str, seed: int
 ) -> str:

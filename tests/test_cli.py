@@ -254,3 +254,19 @@ def test_mlproject_entry_points_parse_with_their_defaults(name: str, tmp_path: P
     if name == "fear":
         assert params["freeze_batch_size"] == 512 and params["freeze_epochs"] == 5
         assert params["batch_size"] == 256 and params["stage1_epochs"] == 200
+
+
+def test_attached_run_reports_the_experiment_it_is_in(
+    mlflow_store: MlflowClient, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under `mlflow run --experiment-name X` the run lives in X, whatever --experiment says."""
+    created = mlflow_store.create_run(mlflow_store.create_experiment("made-by-mlflow-run"))
+    monkeypatch.setenv("MLFLOW_RUN_ID", created.info.run_id)
+    code, out, _ = run_cli(
+        ["zerocost", "--dataset", "synthetic", "--arch", CONV_CELL, *TINY_ARGS,
+         "--measures", "params", "--tracking-uri", mlflow_store.tracking_uri],
+        capsys,
+    )  # fmt: skip
+    assert code == 0
+    assert f"MLflow run {created.info.run_id} in experiment 'made-by-mlflow-run'" in out
+    assert mlflow_store.get_run(created.info.run_id).info.status == "FINISHED"
