@@ -72,15 +72,31 @@ def connect(uri: str | None = None, *, timeout: float = 5.0) -> str:
     if resolved.startswith(("http://", "https://")):
         _check_http_server(resolved, timeout)
     mlflow.set_tracking_uri(resolved)
-    try:
-        MlflowClient(resolved).search_experiments(max_results=1)
-    except Exception as exc:  # the store's own error types vary by backend
-        message = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        raise UserError(
-            f"cannot use tracking store {redact(resolved)}: {message}; fix --tracking-uri / "
-            "MLFLOW_TRACKING_URI"
-        ) from None
-    return resolved
+    for attempt in range(1, INIT_TRIES + 1):
+        try:
+            MlflowClient(resolved).search_experiments(max_results=1)
+            return resolved
+        except Exception as exc:  # the store's own error types vary by backend
+            if attempt < INIT_TRIES and _another_process_initialises(exc):
+                time.sleep(INIT_WAIT_S * attempt)  # it creates the tables: wait, look again
+                continue
+            message = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            raise UserError(
+                f"cannot use tracking store {redact(resolved)}: {message}; fix --tracking-uri "
+                "/ MLFLOW_TRACKING_URI"
+            ) from None
+    raise AssertionError("unreachable")
+
+
+#: Workers started together on a new database race to create MLflow's tables; the losers
+#: see a unique-key violation or a lock, wait and find the tables made by the winner.
+INIT_TRIES = 6
+INIT_WAIT_S = 2.0
+_INIT_RACE_TEXT = ("duplicate key", "already exists", "UniqueViolation", "database is locked")
+
+
+def _another_process_initialises(exc: BaseException) -> bool:
+    return any(text in str(exc) for text in _INIT_RACE_TEXT)
 
 
 def experiment_id(name: str) -> str:
