@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -204,6 +205,8 @@ def open_study(job: TuneJob) -> optuna.Study:
         directions = ["maximize", "minimize"]
         pruner = optuna.pruners.NopPruner()
     sampler = optuna.samplers.TPESampler(seed=job.seed, n_startup_trials=5)
+    # heartbeats and metric names are "experimental" in Optuna: say nothing about it to users
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         storage = optuna.storages.RDBStorage(job.storage, heartbeat_interval=60, grace_period=180)
         study = optuna.create_study(
