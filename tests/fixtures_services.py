@@ -137,20 +137,29 @@ def mlflow_server(
     server.stop()
 
 
-@pytest.fixture()
-def optuna_postgres() -> Iterator[str]:
-    """A fresh PostgreSQL database for one Optuna storage (dropped after)."""
+@contextlib.contextmanager
+def empty_postgres_database(prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database (no tables yet), dropped afterwards."""
     try:
         import psycopg2  # noqa: F401
     except ImportError:
         require_service("psycopg2 is not installed")
-    name = f"fear_optuna_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
         _admin(f"CREATE DATABASE {name}")
     except Exception as exc:
         require_service(f"PostgreSQL at {PG_HOST}:{PG_PORT} unusable: {exc}")
-    yield f"{PG_SCHEME}://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
-    _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    try:
+        yield f"{PG_SCHEME}://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture()
+def optuna_postgres() -> Iterator[str]:
+    """A fresh PostgreSQL database for one Optuna storage (dropped after)."""
+    with empty_postgres_database("fear_optuna") as uri:
+        yield uri
 
 
 @contextlib.contextmanager

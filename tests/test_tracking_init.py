@@ -9,12 +9,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from tests.fixtures_services import PG_HOST, PG_PORT, PG_SCHEME, PG_USER, _admin, require_service
+from tests.fixtures_services import empty_postgres_database
 
 WORKERS = 4
 CONNECT = (
@@ -26,17 +25,8 @@ CONNECT = (
 
 @pytest.fixture()
 def fresh_database() -> Iterator[str]:
-    try:
-        import psycopg2  # noqa: F401
-    except ImportError:
-        require_service("psycopg2 is not installed")
-    name = f"fear_init_{uuid.uuid4().hex[:10]}"
-    try:
-        _admin(f"CREATE DATABASE {name}")
-    except Exception as exc:
-        require_service(f"PostgreSQL at {PG_HOST}:{PG_PORT} unusable: {exc}")
-    yield f"{PG_SCHEME}://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
-    _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with empty_postgres_database("fear_init") as uri:
+        yield uri
 
 
 def test_simultaneous_first_contact_all_succeed(fresh_database: str) -> None:
