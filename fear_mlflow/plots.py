@@ -22,6 +22,12 @@ from matplotlib.ticker import FixedLocator, NullLocator
 
 from fear_mlflow.analysis import x_name
 
+#: Zero-cost seconds are attributed, not standalone: say so under the duration figures.
+ZEROCOST_COST_NOTE = (
+    "zero-cost durations: seconds charged to each measure; a pass shared by several measures "
+    "(forward, backward) is charged to the first one computed, so a measure run alone "
+    "(--measures NAME) can cost more"
+)
 #: Colour map per method family; zero-cost measures are green as in the paper.
 FAMILY_CMAP = {"fear": "Blues", "shortreg": "Oranges", "zerocost": "Greens", "regular": "Purples"}
 FAMILY_MARKER = {"fear": "o", "shortreg": "s", "zerocost": "^", "regular": "D"}
@@ -235,6 +241,8 @@ def duration_panels(
     for ax in axes[len(top_x) :]:
         ax.set_visible(False)
     _family_legend(axes[0], sorted(rows["family"].unique()), loc="best", fontsize=8)
+    if "zerocost" in set(rows["family"]):
+        fig.supxlabel(ZEROCOST_COST_NOTE, fontsize=8, color="0.35")
     verb = "Spearman ρ" if metric == "spearman" else "common ratio"
     fig.suptitle(
         f"{dataset}: {verb} against cost per configuration "

@@ -87,6 +87,11 @@ def test_report_writes_tables_figures_and_logs_them(
         png = out / "figures" / f"{stem}_synthetic.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert ET.parse(out / "figures" / f"{stem}_synthetic.svg").getroot().tag.endswith("svg")
+    # zero-cost seconds are attributed shares: the duration figures say so
+    from fear_mlflow.plots import ZEROCOST_COST_NOTE, duration_panels
+
+    figure = duration_panels(pd.read_csv(out / "summary.csv"), "synthetic", "spearman", [100])
+    assert figure.get_supxlabel() == ZEROCOST_COST_NOTE
     evaluations = pd.read_csv(out / "evaluations.csv")
     assert set(evaluations["run_id"]) == set(report_store.run_ids)
     assert json.loads((out / "report.json").read_text())["runs"] == sorted(report_store.run_ids)
