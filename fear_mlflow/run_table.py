@@ -243,6 +243,32 @@ SHORT_NAMES = {
 FAMILY_NAMES = {"fear": "FEAR", "shortreg": "shortreg", "regular": "regular"}
 
 
+def short_value(value: object) -> str:
+    """A setting as a label shows it: 3 significant digits, ``last K`` for FEAR's unfreeze."""
+    text = str(value)
+    try:
+        number = float(text)
+    except ValueError:
+        return _short_unfreeze(text)
+    return text if number.is_integer() and "." not in text else f"{number:.3g}"
+
+
+def _short_unfreeze(text: str) -> str:
+    """``classifier,lastact,cells.16,cells.15`` → ``last 2``: the usual "last K cells" list."""
+    parts = text.split(",")
+    if set(parts[:2]) != {"classifier", "lastact"}:
+        return text
+    tail = parts[2:]
+    if not all(p.startswith("cells.") and p[6:].isdigit() for p in tail):
+        return text
+    cells = [int(p[6:]) for p in tail]
+    if not cells:
+        return "head only"
+    if cells != list(range(cells[0], cells[0] - len(cells), -1)):
+        return text
+    return f"last {len(cells)}"
+
+
 def config_labels(frame: pd.DataFrame) -> dict[str, str]:
     """config_key → a short readable label naming only the settings that differ.
 
@@ -259,7 +285,9 @@ def config_labels(frame: pd.DataFrame) -> dict[str, str]:
         keys = sorted({k for entry in settings for k in entry})
         varying = [k for k in keys if len({entry.get(k) for entry in settings}) > 1]
         for key, measure, entry in zip(group["config_key"], group["measure"], settings):
-            parts = [f"{SHORT_NAMES.get(k, k)}={entry.get(k, 'unset')}" for k in varying]
+            parts = [
+                f"{SHORT_NAMES.get(k, k)}={short_value(entry.get(k, 'unset'))}" for k in varying
+            ]
             head = measure if family == "zerocost" else FAMILY_NAMES.get(family, str(family))
             labels[key] = " ".join([head, *parts])
     seen: dict[str, int] = {}

@@ -216,3 +216,24 @@ def test_labels_name_only_the_settings_that_differ() -> None:
     )
     labels = sorted(config_labels(frame).values())
     assert labels == ["FEAR", "shortreg batch=256", "shortreg batch=512", "snip", "synflow"]
+
+
+def test_labels_stay_short_for_tuned_fear_configurations() -> None:
+    """Optuna's thresholds and unfreeze lists must not turn figure labels into paragraphs."""
+
+    def fear(threshold: str, unfreeze: str) -> dict[str, str]:
+        text = json.dumps({"threshold": threshold, "unfreeze": unfreeze}, sort_keys=True)
+        return {"family": "fear", "measure": "", "config": text, "config_key": f"fear|{text}"}
+
+    frame = pd.DataFrame(
+        [
+            fear("0.2513992070240618", "classifier,lastact,cells.16,cells.15,cells.14"),
+            fear("0.6", "classifier,lastact"),
+            fear("0.6", "classifier,lastact,cells.3,cells.9"),
+        ]
+    )
+    assert sorted(config_labels(frame).values()) == [
+        "FEAR thr=0.251 unfreeze=last 3",
+        "FEAR thr=0.6 unfreeze=classifier,lastact,cells.3,cells.9",
+        "FEAR thr=0.6 unfreeze=head only",
+    ]
