@@ -8,7 +8,7 @@ script then checks, trial by trial, the params, ρ and every arch's status, scor
 stage-1 epochs (read back from the MLflow runs), and prints the wall times and their ratio.
 ``duration_s`` (what a fresh run costs) is compared too, within timing noise.
 
-    .venv/bin/python bench/stage1_reuse.py                     # real CIFAR-10 subset, ~10 min
+    .venv/bin/python bench/stage1_reuse.py       # real CIFAR-10 subset, reduced net, ~15 min
     .venv/bin/python bench/stage1_reuse.py --trials 4 --sample 4 --train-subset 300   # smoke
 """
 
@@ -36,15 +36,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dataset", default="cifar10")
     p.add_argument("--dataroot", default=os.environ.get("FEAR_DATAROOT", "~/dataroot"))
     p.add_argument("--benchmark", default=str(SHARED / "natsbench/tss_test_accuracy_200ep.csv"))
-    p.add_argument("--train-subset", type=int, default=500, help="class-balanced images")
-    p.add_argument("--sample", type=int, default=8, help="archs (benchmark indices)")
+    p.add_argument("--train-subset", type=int, default=300, help="class-balanced images")
+    p.add_argument("--sample", type=int, default=6, help="archs (benchmark indices)")
     p.add_argument("--sample-seed", type=int, default=3)
     p.add_argument("--trials", type=int, default=10)
-    p.add_argument("--stage1-epochs", type=int, default=30, help="nominal schedule and cap")
-    p.add_argument("--threshold-range", default="0.3,0.7")
+    p.add_argument("--stage1-epochs", type=int, default=15, help="nominal schedule and cap")
+    p.add_argument("--threshold-range", default="0.25,0.5")
     p.add_argument("--freeze-epochs-range", default="1,2")
     p.add_argument("--freeze-batch-sizes", default="256,512")
-    p.add_argument("--extra", default="", help="more `tune` options, e.g. '--channels 8'")
+    p.add_argument(
+        "--extra",
+        default="--channels 8 --cells-per-stage 2",
+        help="more `tune` options (default: a reduced net, so the fresh study fits a CPU)",
+    )
     p.add_argument("--workdir", default=None, help="keep stores here (default: a temp dir)")
     return p.parse_args(argv)
 
