@@ -233,6 +233,11 @@ def duration_panels(
         if missing:
             extra += f"; {missing} configuration(s) with too few archs not shown"
         ax.set_title(f"{scope}{extra}", fontsize=10)
+        if missing == len(ys):  # an empty frame with made-up axes would only puzzle readers
+            ax.text(0.5, 0.5, "too few archs in this top x % for any configuration\n"
+                    "(ρ needs at least 3)", transform=ax.transAxes, ha="center", va="center",
+                    color="0.4")  # fmt: skip
+            ax.set_yticks([])
         if metric == "common_ratio":
             ax.set_ylim(-0.04, 1.08)
         ax.grid(True, which="major", alpha=0.3)
