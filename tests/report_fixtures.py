@@ -29,10 +29,18 @@ from fear_mlflow.space.arch import parse_arch
 from fear_mlflow.tracking import EvaluationRun, connect
 from tests.helpers import DEGENERATE_CELL, TINY
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-NATS_CSV = SHARED / "natsbench" / "tss_test_accuracy_200ep.csv"
-#: NATS-Bench indices evaluated by every configuration (spread over the accuracy range).
-INDICES = (13714, 0, 1, 6983, 1891, 100)
+#: The fixture's benchmark table, written by the tests (never read from ../shared): its own
+#: index -> cell mapping with test accuracies (%) spread over the range, as column synthetic.
+TABLE = {
+    13714: ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|", 94.4),
+    0: ("|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|", 85.9),
+    1: ("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|", 90.1),
+    6983: ("|none~0|+|nor_conv_1x1~0|nor_conv_1x1~1|+|nor_conv_3x3~0|none~1|nor_conv_1x1~2|", 92.3),
+    1891: ("|nor_conv_1x1~0|+|nor_conv_1x1~0|nor_conv_1x1~1|+|nor_conv_1x1~0|nor_conv_1x1~1|skip_connect~2|", 89.3),
+    100: ("|avg_pool_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|none~1|avg_pool_3x3~2|", 61.2),
+}  # fmt: skip
+#: Benchmark indices evaluated by every configuration (spread over the accuracy range).
+INDICES = tuple(TABLE)
 #: Training images (of the synthetic set's 512): enough to learn something, fast.
 TRAIN_SUBSET = 128
 ZC_MEASURES = ("synflow", "snip", "params", "jacob_cov")
@@ -64,10 +72,10 @@ class ReportStore:
 
 
 def truth_table(path: Path) -> Benchmark:
-    """Real CIFAR-10 accuracies of `INDICES` (plus the degenerate cell) as column synthetic."""
-    nats = pd.read_csv(NATS_CSV)
-    rows = nats[nats["index"].isin(INDICES)][["index", "arch", "cifar10"]]
-    rows = rows.rename(columns={"cifar10": "synthetic"})
+    """The fixture table of `TABLE` (plus the degenerate cell, no index) in the CSV format."""
+    rows = pd.DataFrame(
+        [{"index": i, "arch": arch, "synthetic": acc} for i, (arch, acc) in TABLE.items()]
+    )
     degenerate = pd.DataFrame(
         {"index": [None], "arch": [str(parse_arch(DEGENERATE_CELL))], "synthetic": [10.0]}
     )
