@@ -223,9 +223,12 @@ def open_study(job: TuneJob) -> optuna.Study:
     except ValueError as exc:
         raise UserError(f"study {job.study_name!r}: {exc}") from None
     except Exception as exc:  # connection / driver errors vary by backend
+        hint = "fix --storage"
+        if isinstance(exc, ImportError) and job.storage.startswith("postgresql://"):
+            hint = "write postgresql+psycopg2://... (the driver `pip install -e .[postgres]` ships)"
         raise UserError(
             f"cannot open Optuna storage {redact(job.storage)}: "
-            f"{redact(str(exc).splitlines()[0])}; fix --storage"
+            f"{redact(str(exc).splitlines()[0])}; {hint}"
         ) from None
 
 

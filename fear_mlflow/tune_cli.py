@@ -24,7 +24,7 @@ EXAMPLE = """\b
 Example (CIFAR-10 subset, shared ground truth, 20 archs, 10 trials):
   fear-mlflow tune --study-name fear-c10 --dataset cifar10 --train-subset 2000 \\
       --benchmark tss_test_accuracy_200ep.csv --sample 20 --n-trials 10
-Two machines on one study: same command with --storage postgresql://user@host/db
+Two machines on one study: same command with --storage postgresql+psycopg2://user@host/db
 Browse: optuna-dashboard sqlite:///optuna.db   and   mlflow ui"""
 
 
@@ -68,7 +68,7 @@ tune_options = stack(
         "--storage",
         default="sqlite:///optuna.db",
         show_default=True,
-        help="Optuna RDB URL, e.g. postgresql://user@host:5432/db (shared by workers).",
+        help="Optuna RDB URL, e.g. postgresql+psycopg2://user@host:5432/db (shared by workers).",
     ),
     click.option(
         "--n-trials",

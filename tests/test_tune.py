@@ -266,3 +266,21 @@ def test_two_processes_share_one_postgres_study(
     exp = client.get_experiment_by_name(experiment).experiment_id
     trials = client.search_runs([exp], "tags.`fear.role` = 'trial'")
     assert sorted(int(r.data.tags["fear.trial"]) for r in trials) == numbers
+
+
+def test_bare_postgresql_storage_url_names_the_driver_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLAlchemy maps a bare postgresql:// to psycopg 3, which we do not ship: say what to write."""
+    monkeypatch.chdir(tmp_path)
+    bench = _write_benchmark(tmp_path / "gt.csv")
+    code = _invoke(
+        ["tune", *TINY_ARGS, "--study-name", "x", "--archs", ",".join(CELLS[:3]),
+         "--storage", "postgresql://postgres:secret@127.0.0.1:5432/postgres",
+         "--benchmark", str(bench), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "postgresql+psycopg2://" in lines[0], err
+    assert "secret" not in err and "Traceback" not in err
