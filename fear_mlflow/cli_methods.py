@@ -12,6 +12,7 @@ import click
 
 from fear_mlflow.cli_options import (
     Decorator,
+    bool_flag,
     optim_from,
     optim_options,
     parse_list,
@@ -80,13 +81,9 @@ _FEAR = stack(
         default=None,
         help="Instead of --unfreeze: keep the head and the last K cells trainable.",
     ),
-    click.option(
+    bool_flag(
         "--no-freeze",
-        type=click.BOOL,
-        default=False,
-        is_flag=False,
-        flag_value=True,
-        help="Stage 2 trains the whole net (ablation).",
+        "Stage 2 trains the whole net (ablation).",
     ),
     click.option(
         "--check-every",
@@ -96,13 +93,9 @@ _FEAR = stack(
         help="Also check the threshold every N steps (0 = end of each epoch only).",
     ),
     click.option("--max-seconds", type=float, default=None, help="Stage-1 wall-clock budget."),
-    click.option(
+    bool_flag(
         "--stage2-cache",
-        type=click.BOOL,
-        default=False,
-        is_flag=False,
-        flag_value=True,
-        help="Compute the frozen prefix's features once and train only the suffix in "
+        "Compute the frozen prefix's features once and train only the suffix in "
         "stage 2 (faster; no stage-2 augmentation, frozen BN in eval mode).",
     ),
     optim_options(),
@@ -117,13 +110,9 @@ _SHORTREG = stack(
         show_default=True,
         help="Epochs (the cosine schedule spans exactly these).",
     ),
-    click.option(
+    bool_flag(
         "--eval-test",
-        type=click.BOOL,
-        default=False,
-        is_flag=False,
-        flag_value=True,
-        help="Also measure test top-1 at the end (logged as test/top1).",
+        "Also measure test top-1 at the end (logged as test/top1).",
     ),
     click.option("--max-seconds", type=float, default=None, help="Wall-clock budget."),
     optim_options(),

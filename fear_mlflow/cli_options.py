@@ -18,6 +18,13 @@ def _empty_to_none(_ctx: click.Context, _param: click.Parameter, value: Any) -> 
     return None if value in ("", None) else value
 
 
+def bool_flag(name: str, help: str) -> Decorator:
+    """``--name`` alone means true; ``--name true|false`` too, as MLproject passes values."""
+    return click.option(
+        name, type=click.BOOL, default=False, is_flag=False, flag_value=True, help=help
+    )
+
+
 def stack(*decorators: Decorator) -> Decorator:
     def apply(func: Callable[..., Any]) -> Callable[..., Any]:
         for decorator in reversed(decorators):

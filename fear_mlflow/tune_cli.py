@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from fear_mlflow.cli_options import (
+    bool_flag,
     context_from,
     data_options,
     optim_from,
@@ -127,13 +128,9 @@ tune_options = stack(
         show_default=True,
         help="Stage-1 nominal schedule and cap (fixed).",
     ),
-    click.option(
+    bool_flag(
         "--stage2-cache",
-        type=click.BOOL,
-        default=False,
-        is_flag=False,
-        flag_value=True,
-        help="Cached frozen-prefix features in stage 2 (see `fear --help`).",
+        "Cached frozen-prefix features in stage 2 (see `fear --help`).",
     ),
     click.option(
         "--stage1-reuse/--no-stage1-reuse",
