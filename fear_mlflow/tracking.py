@@ -77,7 +77,7 @@ def connect(uri: str | None = None, *, timeout: float = 5.0) -> str:
             MlflowClient(resolved).search_experiments(max_results=1)
             return resolved
         except Exception as exc:  # the store's own error types vary by backend
-            if attempt < INIT_TRIES and _another_process_initialises(exc):
+            if attempt < INIT_TRIES and another_process_initialises(exc):
                 time.sleep(INIT_WAIT_S * attempt)  # it creates the tables: wait, look again
                 continue
             message = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -95,7 +95,8 @@ INIT_WAIT_S = 2.0
 _INIT_RACE_TEXT = ("duplicate key", "already exists", "UniqueViolation", "database is locked")
 
 
-def _another_process_initialises(exc: BaseException) -> bool:
+def another_process_initialises(exc: BaseException) -> bool:
+    """True for the errors a store shows while another process is still creating its tables."""
     return any(text in str(exc) for text in _INIT_RACE_TEXT)
 
 
