@@ -35,7 +35,13 @@ import torch
 from scipy.stats import spearmanr
 
 from fear_mlflow.benchmark import Benchmark, load_benchmark
-from fear_mlflow.config import ZEROCOST_MEASURES, ZEROCOST_SEED, RunContext, ZerocostSettings
+from fear_mlflow.config import (
+    ZEROCOST_MEASURES,
+    ZEROCOST_NETWORKS,
+    ZEROCOST_SEED,
+    RunContext,
+    ZerocostSettings,
+)
 from fear_mlflow.data.datasets import ImageData, load_dataset
 from fear_mlflow.evaluators.common import seeded_model
 from fear_mlflow.evaluators.zerocost import compute_measures, evaluate_zerocost, random_minibatch
@@ -86,6 +92,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sample-seed", type=int, default=2021, help="seed of part (b)'s sample")
     p.add_argument("--seed", type=int, default=ZEROCOST_SEED, help="weights and minibatch seed")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--network",
+        choices=ZEROCOST_NETWORKS,
+        default="reference",
+        help="network the measures run on (see `fear-mlflow zerocost --help`)",
+    )
     p.add_argument("--out", help="CSV of per-cell values, appended as cells finish")
     p.add_argument("--resume", action="store_true", help="skip cells already in --out")
     p.add_argument(
@@ -130,9 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows = load_rows(args.out) if args.resume else []
     if args.from_runs:
-        rows += rows_from_runs(args.from_runs, args.experiment, bench, {"a": part_a, "b": part_b})
+        parts = {"a": part_a, "b": part_b}
+        rows += rows_from_runs(args.from_runs, args.experiment, args.network, bench, parts)
     writer = RowWriter(args.out, fresh=not args.resume)
-    settings = ZerocostSettings(batch_size=args.batch_size, measures=ZEROCOST_MEASURES)
+    settings = ZerocostSettings(
+        batch_size=args.batch_size, measures=ZEROCOST_MEASURES, network=args.network
+    )
     context = RunContext(dataset="cifar10", seed=args.seed, device=str(device))
     for part, cells in (("a", part_a), ("b", part_b)):
         rows += measure_cells(part, cells, rows, bench, data, settings, context, device, writer)
@@ -166,7 +181,7 @@ def sample_other_cells(bench: Benchmark, exclude: set[int], n: int, seed: int) -
 
 
 def rows_from_runs(
-    uri: str, experiment: str, bench: Benchmark, parts: dict[str, list[int]]
+    uri: str, experiment: str, network: str, bench: Benchmark, parts: dict[str, list[int]]
 ) -> list[dict[str, object]]:
     """Rows of the cells that already have a FINISHED zerocost run (seed 42, batch 64)."""
     from mlflow.tracking import MlflowClient
@@ -184,6 +199,8 @@ def rows_from_runs(
         if run.info.status != "FINISHED" or params.get("seed") != "42":
             continue
         if params.get("batch_size") != "64" or "fear.arch_index" not in run.data.tags:
+            continue
+        if params.get("network", "natsbench") != network:  # runs before --network: natsbench
             continue
         by_index[int(run.data.tags["fear.arch_index"])] = run
     rows: list[dict[str, object]] = []

@@ -23,6 +23,7 @@ from fear_mlflow.config import (
     PAPER_UNFREEZE,
     TRAINING_SEED,
     ZEROCOST_MEASURES,
+    ZEROCOST_NETWORKS,
     ZEROCOST_SEED,
     FearSettings,
     RegularSettings,
@@ -139,6 +140,15 @@ _ZEROCOST = stack(
         show_default=True,
         help="Comma-separated subset of the measures.",
     ),
+    click.option(
+        "--network",
+        type=click.Choice(ZEROCOST_NETWORKS),
+        default="reference",
+        show_default=True,
+        help="reference: the network of Abdelfattah et al.'s code (cell convs with a bias), "
+        "so values match the published ones; natsbench: NATS-Bench's bias-free TinyNetwork "
+        "(fisher no longer scores cells whose output is a conv of an all-zero node ~1e9).",
+    ),
 )
 
 _OPTIONS = {"fear": _FEAR, "shortreg": _SHORTREG, "regular": _REGULAR, "zerocost": _ZEROCOST}
@@ -153,7 +163,9 @@ def settings_from(method: str, kw: dict[str, Any], context: RunContext) -> Any:
     """Pop ``method``'s options from ``kw`` and build its validated settings."""
     if method == "zerocost":
         return ZerocostSettings(
-            batch_size=kw.pop("batch_size"), measures=parse_list(kw.pop("measures"))
+            batch_size=kw.pop("batch_size"),
+            measures=parse_list(kw.pop("measures")),
+            network=kw.pop("network"),
         )
     optim = optim_from(kw)
     if method == "fear":

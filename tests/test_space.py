@@ -85,6 +85,19 @@ def test_parameter_counts_match_the_benchmark(text: str, expected: int) -> None:
     assert count_parameters(build_model(parse_arch(text), 10)) == expected
 
 
+def test_edge_conv_bias_adds_uncounted_biases_to_cell_edge_convs_only() -> None:
+    arch = parse_arch(BEST)
+    plain = build_model(arch, 10, channels=4, cells_per_stage=1)
+    biased = build_model(arch, 10, channels=4, cells_per_stage=1, edge_conv_bias=True)
+    new = {n for n, _ in biased.named_parameters()} - {n for n, _ in plain.named_parameters()}
+    convs_per_cell = sum(op.startswith("nor_conv") for op in arch.ops)
+    assert len(new) == 3 * convs_per_cell  # three search cells at cells_per_stage=1
+    assert all(n.startswith("cells.") and n.endswith(".op.1.bias") for n in new)
+    assert not any(n.startswith(("cells.1.", "cells.3.")) for n in new)  # reductions stay bias-free
+    assert count_parameters(biased) == count_parameters(plain)
+    assert count_flops(biased, 16) == count_flops(plain, 16)
+
+
 def test_module_names_keep_freeze_identifiers() -> None:
     names = {name for name, _ in build_model(parse_arch(BEST), 10).named_parameters()}
     for ident in (

@@ -287,12 +287,40 @@ def test_score_is_the_first_measure_without_synflow() -> None:
 
 def test_degenerate_arch_is_measured() -> None:
     assert DEGENERATE.is_degenerate
-    settings = ZerocostSettings(batch_size=16)
+    settings = ZerocostSettings(batch_size=16, network="natsbench")
     result = evaluate_zerocost(DEGENERATE, synthetic_data(), settings, tiny_context(), "cpu")
     assert result.status == "ok"
     assert result.score == result.summary["zc/synflow"] == 0.0
     assert math.isnan(result.summary["zc/jacob_cov"])  # constant output: no correlation
     assert result.summary["zc/grad_norm"] == 0.0
+
+
+def test_reference_network_reproduces_the_reference_on_a_conv_of_a_zero_node() -> None:
+    """DEGENERATE's output is a conv of an all-zero node. The reference's biased edge convs
+    give it what the reference CSV shows for such cells (e.g. 10659): rounding noise that
+    BatchNorm amplifies, i.e. a non-zero synflow, a tiny grad_norm and a huge fisher."""
+    values = {}
+    for network in ("natsbench", "reference"):
+        settings = ZerocostSettings(batch_size=16, network=network)
+        result = evaluate_zerocost(DEGENERATE, synthetic_data(), settings, tiny_context(), "cpu")
+        values[network] = result.summary
+    ref, nats = values["reference"], values["natsbench"]
+    assert ref["zc/synflow"] > 0.1
+    assert 0.0 < ref["zc/grad_norm"] < 1e-6
+    assert ref["zc/fisher"] > 1e4 * nats["zc/fisher"]
+    assert ref["params"] == nats["params"] and ref["flops"] == nats["flops"]
+
+
+def test_reference_network_changes_little_on_a_healthy_cell() -> None:
+    values = {}
+    for network in ("natsbench", "reference"):
+        settings = ZerocostSettings(batch_size=16, measures=("fisher", "snip"), network=network)
+        values[network] = evaluate_zerocost(
+            CONVS, synthetic_data(), settings, tiny_context(), "cpu"
+        ).summary
+    for m in ("fisher", "snip"):
+        ratio = values["reference"][f"zc/{m}"] / values["natsbench"][f"zc/{m}"]
+        assert 0.2 < ratio < 5.0, (m, ratio)  # same magnitude, other init draws
 
 
 def test_status_failed_only_when_every_measure_raised(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,12 @@ from fear_mlflow.train.trainer import EpochCallback, evaluate_top1
 
 
 def seeded_model(
-    arch: Arch, data: ImageData, context: RunContext, device: torch.device
+    arch: Arch,
+    data: ImageData,
+    context: RunContext,
+    device: torch.device,
+    *,
+    edge_conv_bias: bool = False,
 ) -> TinyNetwork:
     """The network with weights drawn from ``context.seed`` (same seed → same init)."""
     torch.manual_seed(context.seed)
@@ -24,6 +29,7 @@ def seeded_model(
         channels=context.channels,
         cells_per_stage=context.cells_per_stage,
         device=device,
+        edge_conv_bias=edge_conv_bias,
     )
 
 

@@ -141,7 +141,9 @@ def evaluate_zerocost(
 ) -> EvalResult:
     """All measures of ``settings`` for ``arch`` at its ``context.seed`` initialisation."""
     start = time.perf_counter()
-    model = seeded_model(arch, data, context, device)
+    model = seeded_model(
+        arch, data, context, device, edge_conv_bias=settings.network == "reference"
+    )
     inputs, targets = random_minibatch(data, settings.batch_size, seed=context.seed, device=device)
     run = run_measures(model, inputs, targets, settings.measures, num_classes=data.num_classes)
     for name, error in run.errors.items():

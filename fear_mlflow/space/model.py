@@ -7,6 +7,11 @@ global average pool; ``classifier``. State-dict keys equal xautodl's, so weights
 Speed: ``forward`` skips edges whose result is exactly zero (`none`, or skip/pool of a node
 that is exactly zero) and edges that cannot reach the output, so outputs and gradients
 are unchanged. (A conv of an all-zero node is *not* zero: its BatchNorm adds a constant.)
+
+``edge_conv_bias=True`` gives the convs of the cell edges a bias, as in the network of the
+zero-cost reference code (Abdelfattah et al.'s ``nasbench2``, whose cell ops are built with
+``affine=False`` and hence ``bias=True``). Only the zero-cost evaluator asks for it; those
+biases are not NATS-Bench parameters, so `count_parameters` / `count_flops` leave them out.
 """
 
 from __future__ import annotations
@@ -18,13 +23,17 @@ from fear_mlflow.space.arch import NUM_NODES, Arch
 
 
 class ReLUConvBN(nn.Module):
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> None:
+    def __init__(
+        self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, bias: bool = False
+    ) -> None:
         super().__init__()
         self.op = nn.Sequential(
             nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
+            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=bias),
             nn.BatchNorm2d(c_out),
         )
+        if bias:
+            self.op[1].bias.reference_only = True  # type: ignore[union-attr]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.op(x)
@@ -49,15 +58,15 @@ class Zero(nn.Module):
         return x.mul(0.0)
 
 
-def make_op(name: str, c: int) -> nn.Module:
+def make_op(name: str, c: int, conv_bias: bool = False) -> nn.Module:
     if name == "none":
         return Zero()
     if name == "skip_connect":
         return nn.Identity()
     if name == "nor_conv_1x1":
-        return ReLUConvBN(c, c, 1, 1, 0)
+        return ReLUConvBN(c, c, 1, 1, 0, conv_bias)
     if name == "nor_conv_3x3":
-        return ReLUConvBN(c, c, 3, 1, 1)
+        return ReLUConvBN(c, c, 3, 1, 1, conv_bias)
     if name == "avg_pool_3x3":
         return Pooling(c, c)
     raise ValueError(f"unknown op {name!r}")
@@ -90,10 +99,10 @@ def edges_to_compute(arch: Arch) -> set[tuple[int, int]]:
 class SearchCell(nn.Module):
     """One NATS-Bench cell (`InferCell`): node j sums an op over every earlier node."""
 
-    def __init__(self, arch: Arch, channels: int) -> None:
+    def __init__(self, arch: Arch, channels: int, conv_bias: bool = False) -> None:
         super().__init__()
         self.arch = arch
-        self.layers = nn.ModuleList(make_op(op, channels) for op in arch.ops)
+        self.layers = nn.ModuleList(make_op(op, channels, conv_bias) for op in arch.ops)
         live = edges_to_compute(arch)
         #: per node 1..3: (layer index, source node) of the edges worth computing
         self.plan: list[list[tuple[int, int]]] = [
@@ -141,7 +150,14 @@ class ResNetBasicBlock(nn.Module):
 class TinyNetwork(nn.Module):
     """NATS-Bench topology network; ``forward`` returns logits."""
 
-    def __init__(self, arch: Arch, num_classes: int, channels: int = 16, cells_per_stage: int = 5):
+    def __init__(
+        self,
+        arch: Arch,
+        num_classes: int,
+        channels: int = 16,
+        cells_per_stage: int = 5,
+        edge_conv_bias: bool = False,
+    ):
         super().__init__()
         self.arch = arch
         self.num_classes = num_classes
@@ -152,7 +168,11 @@ class TinyNetwork(nn.Module):
         cells: list[nn.Module] = []
         c_prev = c
         for width, reduction in zip(widths, reductions):
-            cells.append(ResNetBasicBlock(c_prev, width) if reduction else SearchCell(arch, width))
+            cells.append(
+                ResNetBasicBlock(c_prev, width)
+                if reduction
+                else SearchCell(arch, width, edge_conv_bias)
+            )
             c_prev = width
         self.cells = nn.ModuleList(cells)
         self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU(inplace=True))
@@ -183,17 +203,22 @@ def build_model(
     cells_per_stage: int = 5,
     device: torch.device | str = "cpu",
     channels_last: bool = True,
+    edge_conv_bias: bool = False,
 ) -> TinyNetwork:
     """The network for ``arch`` on ``device``, channels-last by default (≈2× faster on CPU)."""
-    model = TinyNetwork(arch, num_classes, channels, cells_per_stage).to(device)
+    model = TinyNetwork(arch, num_classes, channels, cells_per_stage, edge_conv_bias).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
 
 
+def _reference_only(bias: torch.Tensor | None) -> bool:
+    return bias is not None and getattr(bias, "reference_only", False)
+
+
 def count_parameters(model: nn.Module) -> int:
-    """Exact parameter count (the benchmark's numbers are this total)."""
-    return sum(p.numel() for p in model.parameters())
+    """Exact NATS-Bench parameter count (the benchmark's numbers are this total)."""
+    return sum(p.numel() for p in model.parameters() if not _reference_only(p))
 
 
 def count_flops(model: TinyNetwork, image_size: int) -> float:
@@ -210,7 +235,7 @@ def count_flops(model: TinyNetwork, image_size: int) -> float:
         per_position = kh * kw * module.in_channels // module.groups * module.out_channels
         positions = out.shape[2] * out.shape[3]
         total += per_position * positions
-        if module.bias is not None:
+        if module.bias is not None and not _reference_only(module.bias):
             total += module.out_channels * positions
 
     def linear_hook(module: nn.Linear, _inp, _out) -> None:
