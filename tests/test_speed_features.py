@@ -94,3 +94,22 @@ def test_stage2_cache_is_deterministic_and_only_changes_stage2() -> None:
     ]
     assert stage1[0] == stage1[1]
     assert len([r for r in cached[0].history if r.stage == "stage2"]) == 3
+
+
+def test_bf16_on_cpu_really_autocasts_and_stays_close_to_fp32() -> None:
+    """`--precision bf16` on a CPU is recorded as bf16, so it must compute in bf16."""
+    from fear_mlflow.device import autocast, resolve_precision
+
+    assert resolve_precision("auto", CPU) == "fp32"  # opt-in on CPUs
+    assert resolve_precision("bf16", CPU) == "bf16"
+    torch.manual_seed(0)
+    model = build_model(parse_arch(CONV_CELL), 10, **TINY)
+    x = torch.randn(8, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        with autocast(CPU, "bf16"):
+            low = model(x)
+        with autocast(CPU, "fp32"):
+            full = model(x)
+    assert low.dtype == torch.bfloat16 and full.dtype == torch.float32
+    assert not torch.equal(low.float(), full)
+    torch.testing.assert_close(low.float(), full, rtol=0.1, atol=0.1)
