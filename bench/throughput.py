@@ -11,7 +11,9 @@ E: all 3x3 convolutions), on the current device, in one run:
 
 each for **ours** and for a **reference pipeline** standing for what users run today, and the
 ratio. Ours: `DeviceLoader` (uint8 images on the device, batch-wise crop + flip + normalise),
-channels-last model, the project's `Trainer` (bf16 autocast on CUDA), stage 2 through
+channels-last model, glibc set to reuse freed memory (`keep_freed_memory`, as every CPU
+command does; the reference keeps glibc's defaults), the project's `Trainer` (bf16 autocast
+on CUDA), stage 2 through
 `frozen_prefix_forward` (frozen prefix under ``no_grad``) or `CachedFeatureBatches`; zero-cost
 through `compute_measures` (shared passes). Reference: a torchvision-``CIFAR10``-style `Dataset`
 over the same uint8 arrays returning PIL images through ``RandomCrop(32, padding=4)``,
@@ -72,6 +74,7 @@ from fear_mlflow.device import resolve_device, resolve_precision, synchronize
 from fear_mlflow.errors import UserError
 from fear_mlflow.evaluators.fear import evaluate_fear
 from fear_mlflow.evaluators.zerocost import compute_measures, random_minibatch
+from fear_mlflow.host_memory import keep_freed_memory
 from fear_mlflow.space.arch import parse_arch
 from fear_mlflow.space.model import TinyNetwork, build_model, count_flops, count_parameters
 from fear_mlflow.train.feature_cache import CachedFeatureBatches, prefix_features
@@ -377,17 +380,27 @@ def interleave(
     """Seconds per block for every variant: one warm-up each, then rotating rounds."""
     names = list(variants)
     for name in names:
-        variants[name](warmup_steps)
+        run_block(variants, name, warmup_steps)
     seconds: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
-            seconds[name].append(variants[name](steps))
+            seconds[name].append(run_block(variants, name, steps))
         line = "  ".join(f"{n} {seconds[n][-1]:.2f}s" for n in names)
         print(
             f"    {log_prefix} round {r + 1}/{rounds}: {line}  (load {load_average()})", flush=True
         )
     return seconds
+
+
+#: Variants that run with glibc's default allocator, as users' processes do; the others get
+#: what every CPU command of ours sets up (`keep_freed_memory`).
+GLIBC_DEFAULT_MALLOC = ("ref", "ours_glibc_malloc")
+
+
+def run_block(variants: dict[str, Callable[[int], float]], name: str, steps: int) -> float:
+    keep_freed_memory(name not in GLIBC_DEFAULT_MALLOC)
+    return variants[name](steps)
 
 
 def rates(seconds: list[float], images: int) -> list[float]:
@@ -502,6 +515,7 @@ def bench_stage2(cell: str, data: ImageData, device, precision: str, args) -> di
         cache_trainer.run(StopRules(max_epochs=1))
         return clock(device) - start
 
+    keep_freed_memory(True)
     first_epoch_s = cache_epoch(steps)  # computes the cache: stage 2's first epoch
     variants["ours_cache"] = cache_epoch
 
@@ -520,6 +534,16 @@ def bench_stage2(cell: str, data: ImageData, device, precision: str, args) -> di
             device,
             precision,
             params=full_params,
+        )
+        glibc = model_for(CELLS[cell], data, device, channels_last=True)
+        variants["ours_glibc_malloc"] = our_trainer(
+            glibc,
+            device_loader(data, STAGE2_BATCH, device),
+            steps,
+            device,
+            precision,
+            params=frozen(glibc),
+            forward=frozen_prefix_forward(glibc),
         )
     if args.compile:
         comp = model_for(CELLS[cell], data, device, channels_last=True)
@@ -544,7 +568,7 @@ def bench_stage2(cell: str, data: ImageData, device, precision: str, args) -> di
     out["ratio"] = paired_ratio(img["ours"], img["ref"])
     out["ratio_cache"] = paired_ratio(img["ours_cache"], img["ref"])
     out["ratio_cache_first_epoch"] = out["cache_first_epoch_img_s"] / median(img["ref"])
-    for k in ("ours_fullgraph", "ours_compiled"):
+    for k in ("ours_fullgraph", "ours_glibc_malloc", "ours_compiled"):
         if k in img:
             out[f"ratio_{k}"] = paired_ratio(img["ours"], img[k])
     return out
@@ -714,7 +738,9 @@ def print_report(res: dict[str, Any]) -> list[str]:
             "cache/ref (≥ 2) | cache/ref (epoch 1) |"
         )
         if abl:
-            head += " ours full graph | no_grad-prefix gain |"
+            head += (
+                " ours full graph | no_grad-prefix gain | ours glibc malloc | freed-memory gain |"
+            )
         if comp:
             head += " ours compiled | compiled/eager |"
         print(head)
@@ -732,6 +758,10 @@ def print_report(res: dict[str, Any]) -> list[str]:
             )
             if abl:
                 row += f" {fmt(i.get('ours_fullgraph'))} | {ratio_fmt(s.get('ratio_ours_fullgraph'))} |"
+                row += (
+                    f" {fmt(i.get('ours_glibc_malloc'))} |"
+                    f" {ratio_fmt(s.get('ratio_ours_glibc_malloc'))} |"
+                )
             if comp:
                 compiled = i.get("ours_compiled")
                 row += f" {fmt(compiled)} | {ratio_fmt(1 / s['ratio_ours_compiled'] if compiled else None)} |"

@@ -138,7 +138,7 @@ def _evaluate(method: str, kw: dict[str, Any]) -> None:
     """Every evaluation command: validate settings, resolve, check, run, report."""
     from fear_mlflow.benchmark import load_benchmark, resolve_arch
     from fear_mlflow.data.datasets import load_dataset
-    from fear_mlflow.device import resolve_device, resolve_precision
+    from fear_mlflow.device import prepare_device, resolve_device, resolve_precision
     from fear_mlflow.runner import Evaluation, run_tracked
     from fear_mlflow.tracking import connect, redact, run_experiment_name
 
@@ -148,6 +148,7 @@ def _evaluate(method: str, kw: dict[str, Any]) -> None:
     cell, index = resolve_arch(kw["arch"], table)
     device = resolve_device(context.device)
     precision = resolve_precision(kw["precision"], device)
+    prepare_device(device)
     data = load_dataset(
         context.dataset, context.dataroot, train_subset=context.train_subset, seed=context.seed
     )

@@ -135,7 +135,7 @@ def _sweep(method: str, kw: dict[str, Any]) -> None:
     import torch
 
     from fear_mlflow.benchmark import load_benchmark
-    from fear_mlflow.device import resolve_device, resolve_precision
+    from fear_mlflow.device import prepare_device, resolve_device, resolve_precision
     from fear_mlflow.sweep_archs import select_archs
     from fear_mlflow.sweep_grid import expand_grid, parse_grid
     from fear_mlflow.sweep_plan import build_items, parse_shard, sweep_id
@@ -164,6 +164,7 @@ def _sweep(method: str, kw: dict[str, Any]) -> None:
     )
     device = resolve_device(context.device)
     precision = resolve_precision(precision_choice, device)
+    prepare_device(device)
     items = build_items(method, kw, context, expand_grid(grid_axes), archs, precision)
     sweep = sweep_id(method, items, opts["sweep_name"])
     if opts["threads"] is not None and opts["threads"] < 1:

@@ -176,7 +176,7 @@ def tune(**kw: Any) -> None:
     """
     from fear_mlflow.benchmark import Benchmark, load_benchmark
     from fear_mlflow.data.datasets import load_dataset
-    from fear_mlflow.device import resolve_device, resolve_precision
+    from fear_mlflow.device import prepare_device, resolve_device, resolve_precision
     from fear_mlflow.ground_truth import table_from_regular_runs
     from fear_mlflow.sweep_archs import select_archs
     from fear_mlflow.tracking import connect
@@ -216,6 +216,7 @@ def tune(**kw: Any) -> None:
     )
     truth = ground_truth_for(archs, table, context.dataset)
     device = resolve_device(context.device)
+    prepare_device(device)
     data = load_dataset(
         context.dataset, context.dataroot, train_subset=context.train_subset, seed=context.seed
     )

@@ -113,3 +113,51 @@ def test_bf16_on_cpu_really_autocasts_and_stays_close_to_fp32() -> None:
     assert low.dtype == torch.bfloat16 and full.dtype == torch.float32
     assert not torch.equal(low.float(), full)
     torch.testing.assert_close(low.float(), full, rtol=0.1, atol=0.1)
+
+
+def test_cached_stage2_batches_stay_channels_last() -> None:
+    """The suffix must see the fast memory format: a shuffled gather must not drop it."""
+    from fear_mlflow.train.feature_cache import CachedFeatureBatches
+
+    feats = torch.randn(10, 4, 3, 3).contiguous(memory_format=torch.channels_last)
+    labels = torch.arange(10)
+    batches = CachedFeatureBatches(lambda: (feats, labels), 10, batch_size=4, seed=0)
+    seen = []
+    for x, y in batches:
+        assert x.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(x, feats[y])  # each feature row travels with its label
+        seen += y.tolist()
+    assert sorted(seen) == list(range(10))
+
+
+def test_shared_relus_without_autograd_change_nothing(monkeypatch) -> None:
+    """Without autograd a node's ReLU is computed once for all its convs: same bits out."""
+    import copy
+
+    from fear_mlflow.space.model import ReLUConvBN
+
+    all_3x3 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    torch.manual_seed(0)
+    shared = build_model(parse_arch(all_3x3), 10, **TINY).train()
+    per_edge = copy.deepcopy(shared)
+    for module in per_edge.modules():  # a hooked ReLU must run: forces the per-edge path
+        if isinstance(module, torch.nn.ReLU):
+            module.register_forward_hook(lambda *_: None)
+    calls = {"shared": 0}
+    original = ReLUConvBN.conv_bn
+
+    def counting(self, relu_x):
+        calls["shared"] += 1
+        return original(self, relu_x)
+
+    monkeypatch.setattr(ReLUConvBN, "conv_bn", counting)
+    x = torch.randn(8, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        a, b = shared(x), per_edge(x)
+    assert calls["shared"] == 6 * 3  # six convs in each of the three search cells
+    assert torch.equal(a, b)
+    for (name, s), p in zip(shared.state_dict().items(), per_edge.state_dict().values()):
+        assert torch.equal(s, p), name  # BatchNorm running statistics too
+    calls["shared"] = 0
+    shared(x).sum().backward()  # with autograd every edge keeps its own ReLU
+    assert calls["shared"] == 0

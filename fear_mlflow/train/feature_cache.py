@@ -85,4 +85,6 @@ class CachedFeatureBatches:
         order = torch.randperm(self.num_samples, generator=gen).to(self._features.device)
         for start, stop in self._bounds():
             idx = order[start:stop]
-            yield self._features.index_select(0, idx), self._labels.index_select(0, idx)
+            # indexing keeps the features channels-last; index_select would return NCHW and
+            # leave the trainable suffix on the slow memory format
+            yield self._features[idx], self._labels[idx]
