@@ -161,3 +161,20 @@ def test_shared_relus_without_autograd_change_nothing(monkeypatch) -> None:
     calls["shared"] = 0
     shared(x).sum().backward()  # with autograd every edge keeps its own ReLU
     assert calls["shared"] == 0
+
+
+def test_no_grad_cell_sums_in_place_match_autograd_and_leave_inputs_alone() -> None:
+    """Without autograd node sums accumulate in place; a skip edge's node must stay intact."""
+    for text in (
+        CONV_CELL,
+        "|nor_conv_1x1~0|+|skip_connect~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|",
+    ):
+        torch.manual_seed(0)
+        model = build_model(parse_arch(text), 10, **TINY).train()
+        x = torch.randn(8, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+        kept = x.clone()
+        with torch.no_grad():
+            fast = model(x)
+        slow = model(x)  # autograd on: out-of-place sums, one ReLU per edge
+        assert torch.equal(x, kept)
+        assert torch.equal(fast, slow.detach()), text

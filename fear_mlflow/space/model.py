@@ -131,13 +131,14 @@ class SearchCell(nn.Module):
         plan = self.plan if self.skip_dead_edges else self.full_plan
         # Without autograd (stage 2's frozen prefix, evaluation, the feature cache) a node that
         # feeds several convs gets its ReLU once instead of once per conv: the same values,
-        # ~10 % faster on CPU. With autograd every edge keeps its own ReLU, so gradients are
-        # summed exactly as NATS-Bench's network sums them.
+        # ~10 % faster on CPU; node sums then accumulate in place into a tensor the cell made.
+        # With autograd every edge keeps its own ReLU, so gradients are summed exactly as
+        # NATS-Bench's network sums them.
         share = not torch.is_grad_enabled()
         relu_of: dict[int, torch.Tensor] = {}
         nodes: list[torch.Tensor | None] = [x]
         for inputs in plan:
-            total = None
+            total, owned = None, False
             for k, i in inputs:
                 source = nodes[i]
                 if source is None:  # an all-zero node that feeds a conv (BN adds a constant)
@@ -149,7 +150,12 @@ class SearchCell(nn.Module):
                     out = layer.conv_bn(relu_of[i])
                 else:
                     out = layer(source)
-                total = out if total is None else total + out
+                if total is None:  # a skip edge hands back its source node itself
+                    total, owned = out, not isinstance(layer, nn.Identity)
+                elif share and owned:
+                    total.add_(out)  # same sums, one fewer activation-sized buffer
+                else:
+                    total, owned = total + out, True
             nodes.append(total)
         result = nodes[-1]
         return torch.zeros_like(x) if result is None else result
