@@ -462,20 +462,35 @@ def frozen(model: TinyNetwork) -> list[nn.Parameter]:
     return freeze_all_but(model, held)
 
 
-def bench_stage2(cell: str, data: ImageData, device, precision: str, args) -> dict[str, Any]:
-    steps = args.steps
-    variants: dict[str, Callable[[int], float]] = {}
-    ours = model_for(CELLS[cell], data, device, channels_last=True)
-    trainable = frozen(ours)
-    variants["ours"] = our_trainer(
-        ours,
+def stage2_variant(
+    cell: str,
+    data: ImageData,
+    device: torch.device,
+    precision: str,
+    steps: int,
+    *,
+    no_grad_prefix: bool = True,
+    compile_model: bool = False,
+) -> Callable[[int], float]:
+    """Ours in stage 2 on a fresh copy of the cell, frozen as in the paper."""
+    model = model_for(cell, data, device, channels_last=True)
+    return our_trainer(
+        model,
         device_loader(data, STAGE2_BATCH, device),
         steps,
         device,
         precision,
-        params=trainable,
-        forward=frozen_prefix_forward(ours),
+        params=frozen(model),
+        forward=frozen_prefix_forward(model) if no_grad_prefix else None,
+        compile_model=compile_model,
     )
+
+
+def bench_stage2(cell: str, data: ImageData, device, precision: str, args) -> dict[str, Any]:
+    steps = args.steps
+    variants: dict[str, Callable[[int], float]] = {}
+    variant = partial(stage2_variant, CELLS[cell], data, device, precision, steps)
+    variants["ours"] = variant()
 
     cached = model_for(CELLS[cell], data, device, channels_last=True)
     cached_params = frozen(cached)
@@ -525,39 +540,10 @@ def bench_stage2(cell: str, data: ImageData, device, precision: str, args) -> di
     )
     variants["ref"] = ref.block
     if args.ablations:
-        full = model_for(CELLS[cell], data, device, channels_last=True)
-        full_params = frozen(full)
-        variants["ours_fullgraph"] = our_trainer(
-            full,
-            device_loader(data, STAGE2_BATCH, device),
-            steps,
-            device,
-            precision,
-            params=full_params,
-        )
-        glibc = model_for(CELLS[cell], data, device, channels_last=True)
-        variants["ours_glibc_malloc"] = our_trainer(
-            glibc,
-            device_loader(data, STAGE2_BATCH, device),
-            steps,
-            device,
-            precision,
-            params=frozen(glibc),
-            forward=frozen_prefix_forward(glibc),
-        )
+        variants["ours_fullgraph"] = variant(no_grad_prefix=False)
+        variants["ours_glibc_malloc"] = variant()  # `run_block` keeps glibc's defaults for it
     if args.compile:
-        comp = model_for(CELLS[cell], data, device, channels_last=True)
-        comp_params = frozen(comp)
-        variants["ours_compiled"] = our_trainer(
-            comp,
-            device_loader(data, STAGE2_BATCH, device),
-            steps,
-            device,
-            precision,
-            params=comp_params,
-            forward=frozen_prefix_forward(comp),
-            compile_model=True,
-        )
+        variants["ours_compiled"] = variant(compile_model=True)
     warm = 3 if args.compile else 1
     secs = interleave(variants, steps, args.rounds, warm, f"{cell} stage2")
     img = {k: rates(v, steps * STAGE2_BATCH) for k, v in secs.items()}
