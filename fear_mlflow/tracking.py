@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from fear_mlflow.errors import UserError
 from fear_mlflow.evaluators.result import EpochRecord, EvalResult
+from fear_mlflow.store_init import first_contact
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "fear-mlflow"
@@ -72,32 +73,15 @@ def connect(uri: str | None = None, *, timeout: float = 5.0) -> str:
     if resolved.startswith(("http://", "https://")):
         _check_http_server(resolved, timeout)
     mlflow.set_tracking_uri(resolved)
-    for attempt in range(1, INIT_TRIES + 1):
-        try:
-            MlflowClient(resolved).search_experiments(max_results=1)
-            return resolved
-        except Exception as exc:  # the store's own error types vary by backend
-            if attempt < INIT_TRIES and another_process_initialises(exc):
-                time.sleep(INIT_WAIT_S * attempt)  # it creates the tables: wait, look again
-                continue
-            message = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            raise UserError(
-                f"cannot use tracking store {redact(resolved)}: {message}; fix --tracking-uri "
-                "/ MLFLOW_TRACKING_URI"
-            ) from None
-    raise AssertionError("unreachable")
-
-
-#: Workers started together on a new database race to create MLflow's tables; the losers
-#: see a unique-key violation or a lock, wait and find the tables made by the winner.
-INIT_TRIES = 6
-INIT_WAIT_S = 2.0
-_INIT_RACE_TEXT = ("duplicate key", "already exists", "UniqueViolation", "database is locked")
-
-
-def another_process_initialises(exc: BaseException) -> bool:
-    """True for the errors a store shows while another process is still creating its tables."""
-    return any(text in str(exc) for text in _INIT_RACE_TEXT)
+    try:
+        first_contact(lambda: MlflowClient(resolved).search_experiments(max_results=1))
+    except Exception as exc:  # the store's own error types vary by backend
+        message = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise UserError(
+            f"cannot use tracking store {redact(resolved)}: {message}; fix --tracking-uri "
+            "/ MLFLOW_TRACKING_URI"
+        ) from None
+    return resolved
 
 
 def experiment_id(name: str) -> str:

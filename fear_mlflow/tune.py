@@ -27,7 +27,8 @@ from fear_mlflow.data.datasets import ImageData
 from fear_mlflow.errors import UserError
 from fear_mlflow.runner import Evaluation, run_tracked
 from fear_mlflow.space.arch import Arch
-from fear_mlflow.tracking import INIT_TRIES, INIT_WAIT_S, another_process_initialises, redact
+from fear_mlflow.store_init import first_contact
+from fear_mlflow.tracking import redact
 from fear_mlflow.train.stage1_store import Stage1Store
 from fear_mlflow.trial_slots import TrialSlot
 from fear_mlflow.tune_runs import TrialRun
@@ -207,23 +208,18 @@ def open_study(job: TuneJob) -> optuna.Study:
     sampler = optuna.samplers.TPESampler(seed=job.seed, n_startup_trials=5)
     # heartbeats and metric names are "experimental" in Optuna: say nothing about it to users
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    for attempt in range(1, INIT_TRIES + 1):
-        try:
-            return _create_or_load(job, directions, sampler, pruner)
-        except ValueError as exc:
-            raise UserError(f"study {job.study_name!r}: {exc}") from None
-        except Exception as exc:  # connection / driver errors vary by backend
-            if attempt < INIT_TRIES and another_process_initialises(exc):
-                time.sleep(INIT_WAIT_S * attempt)  # another `tune` creates Optuna's tables
-                continue
-            hint = "fix --storage"
-            if isinstance(exc, ImportError) and job.storage.startswith("postgresql://"):
-                hint = "write postgresql+psycopg2://... (the driver `pip install -e .[postgres]` ships)"
-            raise UserError(
-                f"cannot open Optuna storage {redact(job.storage)}: "
-                f"{redact(str(exc).splitlines()[0])}; {hint}"
-            ) from None
-    raise AssertionError("unreachable")
+    try:
+        return first_contact(lambda: _create_or_load(job, directions, sampler, pruner))
+    except ValueError as exc:
+        raise UserError(f"study {job.study_name!r}: {exc}") from None
+    except Exception as exc:  # connection / driver errors vary by backend
+        hint = "fix --storage"
+        if isinstance(exc, ImportError) and job.storage.startswith("postgresql://"):
+            hint = "write postgresql+psycopg2://... (the driver `pip install -e .[postgres]` ships)"
+        raise UserError(
+            f"cannot open Optuna storage {redact(job.storage)}: "
+            f"{redact(str(exc).splitlines()[0])}; {hint}"
+        ) from None
 
 
 def _create_or_load(
