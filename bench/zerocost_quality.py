@@ -95,7 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--network",
         choices=ZEROCOST_NETWORKS,
-        default="reference",
+        default=ZerocostSettings.network,
         help="network the measures run on (see `fear-mlflow zerocost --help`)",
     )
     p.add_argument("--out", help="CSV of per-cell values, appended as cells finish")

@@ -143,7 +143,7 @@ _ZEROCOST = stack(
     click.option(
         "--network",
         type=click.Choice(ZEROCOST_NETWORKS),
-        default="reference",
+        default=ZerocostSettings.network,
         show_default=True,
         help="reference: the network of Abdelfattah et al.'s code (cell convs with a bias), "
         "so values match the published ones; natsbench: NATS-Bench's bias-free TinyNetwork "
