@@ -34,8 +34,11 @@ block. The machine's load average is printed at start and end.
 
 GFLOP/s: ``count_flops`` gives NATS-Bench's forward multiply-accumulates (MACs) per image
 (dead edges included, pooling not counted); a MAC counts as 2 FLOPs and a training step as 3
-forwards, so model GFLOP/s = 6 * MMACs * images/s / 1000. The limit is a 2048x2048 fp32
-``torch.mm`` (2 * n^3 FLOPs) on the same device (and bf16 on CUDA).
+forwards, so model GFLOP/s = 6 * MMACs * images/s / 1000. Stage 2 counts its frozen prefix
+as one forward and the trained rest as three: 2 * prefix MMACs + 6 * rest MMACs per image.
+Two limits on the same device: a 2048x2048 fp32 ``torch.mm`` (2 * n^3 FLOPs; and bf16 on CUDA)
+and one 3x3 convolution of the cells' own shape (batch 512, 64 -> 64 channels, 8x8,
+channels-last), which on a CPU runs faster than the matmul and so is the tighter ceiling.
 
 Usage::
 
@@ -76,7 +79,13 @@ from fear_mlflow.evaluators.fear import evaluate_fear
 from fear_mlflow.evaluators.zerocost import compute_measures, random_minibatch
 from fear_mlflow.host_memory import keep_freed_memory
 from fear_mlflow.space.arch import parse_arch
-from fear_mlflow.space.model import TinyNetwork, build_model, count_flops, count_parameters
+from fear_mlflow.space.model import (
+    TinyNetwork,
+    build_model,
+    count_flops,
+    count_parameters,
+    macs_by_module,
+)
 from fear_mlflow.train.feature_cache import CachedFeatureBatches, prefix_features
 from fear_mlflow.train.freeze import (
     freeze_all_but,
@@ -629,6 +638,40 @@ def bench_check_every(data: ImageData, device, precision: str, args) -> dict[str
     return out
 
 
+def conv_gflops(device: torch.device, dtype: torch.dtype, reps: int = 5) -> list[float]:
+    """A 3x3 conv of the last stage's shape (every cell does this work): the model's ceiling."""
+    n, c, hw = STAGE2_BATCH, 64, 8
+    x = torch.randn(n, c, hw, hw, device=device, dtype=dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(c, c, 3, 3, device=device, dtype=dtype)
+    flops = 2 * n * hw * hw * c * c * 9
+    inner = 1 if device.type == "cpu" else 20
+    out = []
+    with torch.no_grad():
+        F.conv2d(x, w, padding=1)
+        for _ in range(reps):
+            start = clock(device)
+            for _ in range(inner):
+                F.conv2d(x, w, padding=1)
+            out.append(flops * inner / (clock(device) - start) / 1e9)
+    return out
+
+
+def stage2_mmacs(model: TinyNetwork, image_size: int) -> tuple[float, float]:
+    """(frozen prefix, trained rest) MMACs per image under the paper's stage-2 freeze."""
+    frozen(model)
+    body = ["stem"] + [f"cells.{i}" for i in range(len(model.cells))]
+    prefix = set(body[: frozen_prefix_length(model)])
+    head = rest = 0.0
+    for name, macs in macs_by_module(model, image_size).items():
+        parts = name.split(".")
+        if parts[0] in prefix or ".".join(parts[:2]) in prefix:
+            head += macs
+        else:
+            rest += macs
+    return head / 1e6, rest / 1e6
+
+
 def matmul_gflops(
     device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 5
 ) -> list[float]:
@@ -658,6 +701,11 @@ def ratio_fmt(value: float | None) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:.2f}×"
 
 
+def limit_columns(gflops: float, matmul: float, conv: float) -> str:
+    """Achieved GFLOP/s and its share of the two device limits, as table cells."""
+    return f" {gflops:,.1f} | {100 * gflops / matmul:.0f} % | {100 * gflops / conv:.0f} % |"
+
+
 def print_report(res: dict[str, Any]) -> list[str]:
     """Markdown tables; returns the verdict lines."""
     cells = res["cells"]
@@ -665,6 +713,7 @@ def print_report(res: dict[str, Any]) -> list[str]:
     prec = res["precision"]
     lim_key = "bf16" if prec == "bf16" and "bf16" in limit else "fp32"
     lim = median(limit[lim_key])
+    conv_lim = median(res["conv_gflops"])
     print()
     print(
         f"device: {res['device_name']}; threads {res['threads']}; ours' precision {prec}; "
@@ -674,6 +723,7 @@ def print_report(res: dict[str, Any]) -> list[str]:
     print(
         f"steps per block {res['steps']}, rounds {res['rounds']}; matmul 2048² "
         + ", ".join(f"{k} {median(v):,.0f} GFLOP/s" for k, v in limit.items())
+        + f"; conv 3x3 (512x64x8x8, {prec if prec == 'bf16' else 'fp32'}) {conv_lim:,.0f} GFLOP/s"
     )
     verdict: list[str] = []
     if any("stage1" in c for c in cells.values()):
@@ -688,7 +738,7 @@ def print_report(res: dict[str, Any]) -> list[str]:
             head += " ours fp32 | bf16 gain |"
         if comp:
             head += " ours compiled | compiled/eager |"
-        head += f" ours GFLOP/s | % of {lim_key} mm |"
+        head += f" ours GFLOP/s | % of {lim_key} mm | % of conv 3x3 |"
         print(head)
         print("|" + "---|" * (head.count("|") - 1))
         for name, c in cells.items():
@@ -712,7 +762,7 @@ def print_report(res: dict[str, Any]) -> list[str]:
             if comp:
                 compiled = s["img_s"].get("ours_compiled")
                 row += f" {fmt(compiled)} | {ratio_fmt(1 / s['ratio_ours_compiled'] if compiled else None)} |"
-            row += f" {gflops:,.1f} | {100 * gflops / lim:.0f} % |"
+            row += limit_columns(gflops, lim, conv_lim)
             print(row)
             verdict.append(_verdict(f"stage 1 {name}", s["ratio"], MUST["stage1"]))
     if any("stage2" in c for c in cells.values()):
@@ -729,6 +779,7 @@ def print_report(res: dict[str, Any]) -> list[str]:
             )
         if comp:
             head += " ours compiled | compiled/eager |"
+        head += f" ours GFLOP/s | % of {lim_key} mm | % of conv 3x3 |"
         print(head)
         print("|" + "---|" * (head.count("|") - 1))
         for name, c in cells.items():
@@ -751,6 +802,9 @@ def print_report(res: dict[str, Any]) -> list[str]:
             if comp:
                 compiled = i.get("ours_compiled")
                 row += f" {fmt(compiled)} | {ratio_fmt(1 / s['ratio_ours_compiled'] if compiled else None)} |"
+            head_mmacs, rest_mmacs = c["stage2_mmacs"]
+            gflops = (2 * head_mmacs + 6 * rest_mmacs) * i["ours"] / 1000
+            row += limit_columns(gflops, lim, conv_lim)
             print(row)
             verdict.append(_verdict(f"stage 2 {name}", s["ratio"], MUST["stage2"]))
             verdict.append(
@@ -840,6 +894,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     limit: dict[str, list[float]] = {"fp32": matmul_gflops(device, torch.float32)}
     if device.type == "cuda":
         limit["bf16"] = matmul_gflops(device, torch.bfloat16)
+    conv_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    conv_limit = conv_gflops(device, conv_dtype)
     signal.signal(signal.SIGTERM, _interrupt)  # `timeout` still gets the tables done so far
     try:
         run_sections(args, data, device, precision, res)
@@ -850,6 +906,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if dtype in limit:
             limit[dtype] += matmul_gflops(device, values)
     res["matmul_gflops"] = limit
+    res["conv_gflops"] = conv_limit + conv_gflops(device, conv_dtype)
     res["load_end"] = load_average()
     res["verdict"] = print_report(res)
     if args.json:
@@ -869,6 +926,7 @@ def run_sections(args, data: ImageData, device, precision: str, res: dict[str, A
             "arch": CELLS[cell],
             "params": count_parameters(model),
             "mflops": count_flops(model, data.image_size),
+            "stage2_mmacs": stage2_mmacs(model, data.image_size),
         }
         del model
         print(f"cell {cell}: {entry['params']:,} params, {entry['mflops']:.1f} MFLOPs", flush=True)

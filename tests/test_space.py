@@ -16,7 +16,7 @@ from fear_mlflow.space.arch import (
     arch_from_enumeration,
     parse_arch,
 )
-from fear_mlflow.space.model import build_model, count_flops, count_parameters
+from fear_mlflow.space.model import build_model, count_flops, count_parameters, macs_by_module
 
 BEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|"
 ALL_3X3 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
@@ -208,3 +208,19 @@ def test_parity_for_small_test_networks() -> None:
     ours = build_model(arch, 5, channels=4, cells_per_stage=1, channels_last=False)
     ref = _reference_net(str(arch), 5, channels=4, cells=1)
     assert count_parameters(ours) == count_parameters(ref)
+
+
+def test_macs_by_module_splits_count_flops_by_conv_and_linear() -> None:
+    """The per-module split (the throughput bench counts stage 2's prefix with it) sums to
+    `count_flops` and names each conv / linear with its own multiply-accumulates."""
+    arch = parse_arch(
+        "|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|none~0|avg_pool_3x3~1|nor_conv_3x3~2|"
+    )
+    model = build_model(arch, 10, channels=4, cells_per_stage=1)
+    macs = macs_by_module(model, 16)
+    assert sum(macs.values()) / 1e6 == pytest.approx(count_flops(model, 16), rel=1e-12)
+    assert macs["classifier"] == 16 * 10 + 10
+    assert macs["stem.0"] == 3 * 3 * 3 * 4 * 16 * 16
+    assert macs["cells.0.layers.0.op.1"] == 3 * 3 * 4 * 4 * 16 * 16  # 3x3 edge 0 -> 1
+    assert macs["cells.0.layers.1.op.1"] == 4 * 4 * 16 * 16  # 1x1 edge 0 -> 2
+    assert not any(name.startswith("cells.0.layers.2") for name in macs)  # skip: no MACs

@@ -257,29 +257,39 @@ def count_flops(model: TinyNetwork, image_size: int) -> float:
     Counts conv and linear multiply-adds (incl. bias) over every edge, dead ones too, and
     no pooling, exactly as NATS-Bench's `get_model_infos` sums them.
     """
-    total = 0.0
+    return sum(macs_by_module(model, image_size).values()) / 1e6
 
-    def conv_hook(module: nn.Conv2d, _inp, out: torch.Tensor) -> None:
-        nonlocal total
+
+def macs_by_module(model: TinyNetwork, image_size: int) -> dict[str, float]:
+    """`count_flops`'s multiply-accumulates of one image per conv / linear module name.
+
+    Split by module so a benchmark can count a part of the net (stage 2's frozen prefix).
+    """
+    macs: dict[str, float] = {}
+
+    def conv_hook(name: str, module: nn.Conv2d, out: torch.Tensor) -> None:
         kh, kw = module.kernel_size
         per_position = kh * kw * module.in_channels // module.groups * module.out_channels
         positions = out.shape[2] * out.shape[3]
-        total += per_position * positions
+        total = per_position * positions
         if module.bias is not None and not _reference_only(module.bias):
             total += module.out_channels * positions
+        macs[name] = macs.get(name, 0.0) + total
 
-    def linear_hook(module: nn.Linear, _inp, _out) -> None:
-        nonlocal total
-        total += module.in_features * module.out_features
+    def linear_hook(name: str, module: nn.Linear) -> None:
+        total = module.in_features * module.out_features
         if module.bias is not None:
             total += module.out_features
+        macs[name] = macs.get(name, 0.0) + total
 
     handles = []
-    for module in model.modules():
+    for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
-            handles.append(module.register_forward_hook(conv_hook))
+            hook = lambda m, _i, out, n=name: conv_hook(n, m, out)  # noqa: E731
+            handles.append(module.register_forward_hook(hook))
         elif isinstance(module, nn.Linear):
-            handles.append(module.register_forward_hook(linear_hook))
+            hook = lambda m, _i, _o, n=name: linear_hook(n, m)  # noqa: E731
+            handles.append(module.register_forward_hook(hook))
     was_training = model.training
     device = next(model.parameters()).device
     model.eval()
@@ -292,4 +302,4 @@ def count_flops(model: TinyNetwork, image_size: int) -> float:
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    return total / 1e6
+    return macs
