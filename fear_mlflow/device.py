@@ -27,6 +27,18 @@ def prepare_device(device: torch.device) -> None:
         keep_freed_memory()
 
 
+def environment_tags(device: torch.device) -> dict[str, str]:
+    """Where a run ran: on a CPU the thread count changes float reductions (and so scores
+    in their last digits), so a run says how many threads it had; tags, not params, so the
+    configuration hash (resume, skip) does not depend on the machine."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {
+        "fear.device": f"{device} ({name})" if device.type == "cuda" else name,
+        "fear.torch_threads": str(torch.get_num_threads()),
+        "fear.torch": torch.__version__,
+    }
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work so wall-clock timings mean what they say."""
     if device.type == "cuda":

@@ -19,6 +19,7 @@ from fear_mlflow.config import (
     ZerocostSettings,
 )
 from fear_mlflow.data.datasets import ImageData
+from fear_mlflow.device import environment_tags
 from fear_mlflow.evaluators.fear import evaluate_fear
 from fear_mlflow.evaluators.regular import evaluate_regular
 from fear_mlflow.evaluators.result import EvalResult
@@ -127,7 +128,7 @@ def run_tracked(
         seed=evaluation.context.seed,
         params=evaluation.params(),
         experiment=experiment,
-        tags=tags,
+        tags={**environment_tags(device), **(tags or {})},
         parent_run_id=parent_run_id,
         attach=attach,
     ) as run:

@@ -25,6 +25,7 @@ import torch
 from fear_mlflow.benchmark import Benchmark
 from fear_mlflow.config import RunContext
 from fear_mlflow.data.datasets import ImageData, load_dataset
+from fear_mlflow.device import environment_tags
 from fear_mlflow.errors import UserError
 from fear_mlflow.evaluators.result import EpochRecord
 from fear_mlflow.runner import evaluate, ground_truth
@@ -106,6 +107,7 @@ def evaluate_item(
         params=e.params(),
         experiment=job.experiment,
         tags={
+            **environment_tags(job.device),
             "fear.sweep": job.sweep,
             "fear.sweep_shard": str(job.shard),
             ATTEMPT_TAG: uuid.uuid4().hex,

@@ -51,6 +51,7 @@ def test_sweep_logs_nested_runs_and_resumes(
         assert run.info.status == "FINISHED"
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert run.data.tags["fear.sweep"] == sweep
+        assert run.data.tags["fear.torch_threads"] == "1"  # --threads 1, said by the run
         assert run.data.params["epochs"] in ("1", "2")
     # the same command again: everything is skipped, nothing new is logged
     _sweep(*args)

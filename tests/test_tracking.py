@@ -56,6 +56,11 @@ def test_fear_run_follows_the_schema(mlflow_store: MlflowClient) -> None:
     assert tags["fear.config_hash"] == config_hash(
         "fear", _fear_evaluation().params(), CONV_CELL, "synthetic", 36
     )
+    # where it ran, as tags (the hash above is the same on every machine)
+    assert tags["fear.device"] == "cpu"
+    assert tags["fear.torch_threads"] == str(torch.get_num_threads())
+    assert tags["fear.torch"] == torch.__version__
+    assert not {"device", "torch_threads"} & set(run.data.params)
     params = run.data.params
     for key, value in {
         "threshold": "0.3",
