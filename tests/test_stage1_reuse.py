@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 
 from fear_mlflow.config import FearSettings
 from fear_mlflow.evaluators.fear import evaluate_fear
+from fear_mlflow.evaluators.fear_stage1 import stage1_identity
 from fear_mlflow.evaluators.result import EvalResult
 from fear_mlflow.space.arch import parse_arch
 from fear_mlflow.train.stage1_store import Stage1Store
@@ -93,3 +95,19 @@ def test_concurrent_workers_share_one_key_safely(
     for threshold, result in results.items():
         assert _comparable(result) == _comparable(fresh[threshold]), threshold
     assert len(list(tmp_path.glob("*/trajectory.json"))) == 1  # one key, shared
+
+
+def test_a_different_cpu_thread_count_is_a_different_trajectory() -> None:
+    """Threads change float reductions on a CPU, so a store never serves a 2-thread stage 1
+    to a 1-thread process (the scores differ; see README on `fear.torch_threads`)."""
+    before = torch.get_num_threads()
+    key = partial(stage1_identity, parse_arch(CONV_CELL), _settings(0.3), tiny_context())
+    try:
+        torch.set_num_threads(1)
+        one, one_cuda = key(CPU, "fp32"), key(torch.device("cuda"), "fp32")
+        torch.set_num_threads(2)
+        two, two_cuda = key(CPU, "fp32"), key(torch.device("cuda"), "fp32")
+    finally:
+        torch.set_num_threads(before)
+    assert one != two
+    assert one_cuda == two_cuda  # host threads do not change a GPU's arithmetic

@@ -24,7 +24,11 @@ from fear_mlflow.train.trainer import (
 def stage1_identity(
     arch: Arch, settings: FearSettings, context: RunContext, device: torch.device, precision: str
 ) -> str:
-    """Key of everything the stage-1 trajectory depends on (not the threshold)."""
+    """Key of everything the stage-1 trajectory depends on (not the threshold).
+
+    On a CPU that includes the torch thread count: it changes float reductions, and a
+    trajectory trained with 2 threads is not the one a 1-thread process would train.
+    """
     return stage1_key(
         {
             "arch": str(arch),
@@ -34,6 +38,7 @@ def stage1_identity(
             **asdict(settings.optim),
             "precision": precision,
             "device": device.type,
+            **({"torch_threads": torch.get_num_threads()} if device.type == "cpu" else {}),
         }
     )
 
