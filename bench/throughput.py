@@ -638,23 +638,31 @@ def bench_check_every(data: ImageData, device, precision: str, args) -> dict[str
     return out
 
 
+def gflops_of(
+    run: Callable[[], object], flops: float, device: torch.device, reps: int
+) -> list[float]:
+    """GFLOP/s of ``run`` (doing ``flops`` each call) per repetition, after one warm-up call."""
+    run()
+    inner = 1 if device.type == "cpu" else 20
+    out = []
+    for _ in range(reps):
+        start = clock(device)
+        for _ in range(inner):
+            run()
+        out.append(flops * inner / (clock(device) - start) / 1e9)
+    return out
+
+
 def conv_gflops(device: torch.device, dtype: torch.dtype, reps: int = 5) -> list[float]:
     """A 3x3 conv of the last stage's shape (every cell does this work): the model's ceiling."""
     n, c, hw = STAGE2_BATCH, 64, 8
     x = torch.randn(n, c, hw, hw, device=device, dtype=dtype)
     x = x.contiguous(memory_format=torch.channels_last)
     w = torch.randn(c, c, 3, 3, device=device, dtype=dtype)
-    flops = 2 * n * hw * hw * c * c * 9
-    inner = 1 if device.type == "cpu" else 20
-    out = []
     with torch.no_grad():
-        F.conv2d(x, w, padding=1)
-        for _ in range(reps):
-            start = clock(device)
-            for _ in range(inner):
-                F.conv2d(x, w, padding=1)
-            out.append(flops * inner / (clock(device) - start) / 1e9)
-    return out
+        return gflops_of(
+            lambda: F.conv2d(x, w, padding=1), 2 * n * hw * hw * c * c * 9, device, reps
+        )
 
 
 def stage2_mmacs(model: TinyNetwork, image_size: int) -> tuple[float, float]:
@@ -677,15 +685,7 @@ def matmul_gflops(
 ) -> list[float]:
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    torch.mm(a, b)
-    inner = 1 if device.type == "cpu" else 20
-    out = []
-    for _ in range(reps):
-        start = clock(device)
-        for _ in range(inner):
-            torch.mm(a, b)
-        out.append(2 * n**3 * inner / (clock(device) - start) / 1e9)
-    return out
+    return gflops_of(lambda: torch.mm(a, b), 2 * n**3, device, reps)
 
 
 # ----------------------------------------------------------------------------- report
