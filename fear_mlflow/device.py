@@ -28,9 +28,9 @@ def prepare_device(device: torch.device) -> None:
 
 
 def environment_tags(device: torch.device) -> dict[str, str]:
-    """Where a run ran: on a CPU the thread count changes float reductions (and so scores
-    in their last digits), so a run says how many threads it had; tags, not params, so the
-    configuration hash (resume, skip) does not depend on the machine."""
+    """Where a run ran. On a CPU the thread count changes float reductions, which training
+    can amplify into another threshold epoch, so a run says how many threads it had; tags,
+    not params, so the configuration hash (resume, skip) does not depend on the machine."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return {
         "fear.device": f"{device} ({name})" if device.type == "cuda" else name,

@@ -16,6 +16,8 @@ biases are not NATS-Bench parameters, so `count_parameters` / `count_flops` leav
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
@@ -267,7 +269,7 @@ def macs_by_module(model: TinyNetwork, image_size: int) -> dict[str, float]:
     """
     macs: dict[str, float] = {}
 
-    def conv_hook(name: str, module: nn.Conv2d, out: torch.Tensor) -> None:
+    def conv_hook(name: str, module: nn.Conv2d, _inp, out: torch.Tensor) -> None:
         kh, kw = module.kernel_size
         per_position = kh * kw * module.in_channels // module.groups * module.out_channels
         positions = out.shape[2] * out.shape[3]
@@ -276,7 +278,7 @@ def macs_by_module(model: TinyNetwork, image_size: int) -> dict[str, float]:
             total += module.out_channels * positions
         macs[name] = macs.get(name, 0.0) + total
 
-    def linear_hook(name: str, module: nn.Linear) -> None:
+    def linear_hook(name: str, module: nn.Linear, _inp, _out) -> None:
         total = module.in_features * module.out_features
         if module.bias is not None:
             total += module.out_features
@@ -285,11 +287,9 @@ def macs_by_module(model: TinyNetwork, image_size: int) -> dict[str, float]:
     handles = []
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
-            hook = lambda m, _i, out, n=name: conv_hook(n, m, out)  # noqa: E731
-            handles.append(module.register_forward_hook(hook))
+            handles.append(module.register_forward_hook(partial(conv_hook, name)))
         elif isinstance(module, nn.Linear):
-            hook = lambda m, _i, _o, n=name: linear_hook(n, m)  # noqa: E731
-            handles.append(module.register_forward_hook(hook))
+            handles.append(module.register_forward_hook(partial(linear_hook, name)))
     was_training = model.training
     device = next(model.parameters()).device
     model.eval()
