@@ -666,7 +666,8 @@ def conv_gflops(device: torch.device, dtype: torch.dtype, reps: int = 5) -> list
 
 
 def stage2_mmacs(model: TinyNetwork, image_size: int) -> tuple[float, float]:
-    """(frozen prefix, trained rest) MMACs per image under the paper's stage-2 freeze."""
+    """(frozen prefix, trained rest) MMACs per image under the paper's stage-2 freeze
+    (which this applies to ``model``: pass a throwaway copy)."""
     frozen(model)
     body = ["stem"] + [f"cells.{i}" for i in range(len(model.cells))]
     prefix = set(body[: frozen_prefix_length(model)])

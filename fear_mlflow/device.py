@@ -31,9 +31,12 @@ def environment_tags(device: torch.device) -> dict[str, str]:
     """Where a run ran. On a CPU the thread count changes float reductions, which training
     can amplify into another threshold epoch, so a run says how many threads it had; tags,
     not params, so the configuration hash (resume, skip) does not depend on the machine."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    if device.type == "cuda":
+        where = f"{device} ({torch.cuda.get_device_name(device)})"
+    else:
+        where = device.type
     return {
-        "fear.device": f"{device} ({name})" if device.type == "cuda" else name,
+        "fear.device": where,
         "fear.torch_threads": str(torch.get_num_threads()),
         "fear.torch": torch.__version__,
     }
